@@ -1,0 +1,1 @@
+"""ingest: the HTTP receiver, the provider signature verifiers and the provider fetch clients."""

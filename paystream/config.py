@@ -1,0 +1,260 @@
+"""The one typed settings object.
+
+Everything configurable comes from here: environment variables with the prefix ``PAYSTREAM_`` (nested
+fields with ``__``, e.g. ``PAYSTREAM_TOPICS__PARTITIONS=12``) and one optional TOML file named by
+``PAYSTREAM_CONFIG_FILE`` for the provider accounts. Environment variables win over the file.
+
+Secrets are never written inline in the TOML file: an account lists *references* (``env:NAME`` or
+``file:/path``) and :func:`resolve_secret` turns them into :class:`pydantic.SecretStr` values, which
+render as ``**********`` wherever they are printed or logged. No other module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from paystream.errors import ConfigurationError
+
+ENV_PREFIX = "PAYSTREAM_"
+PROVIDERS = ("amazon_pay", "stripe", "adyen", "mollie", "standard")
+ProviderName = Literal["amazon_pay", "stripe", "adyen", "mollie", "standard"]
+
+
+class TopicSettings(BaseModel):
+    """Topic names (DESIGN §4.2) and how they are created."""
+
+    inbox: str = "payments.inbox.v1"
+    fetch_requests: str = "payments.fetch.requests.v1"
+    fetch_results: str = "payments.fetch.results.v1"
+    status: str = "payments.status.v1"
+    dlq: str = "payments.dlq.v1"
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    # Raw deliveries are kept long enough to replay a week-long incident from Kafka alone;
+    # the S3 archive keeps them for good.
+    inbox_retention_ms: int = 14 * 24 * 3600 * 1000
+    fetch_retention_ms: int = 7 * 24 * 3600 * 1000
+    # -1 = keep forever: the status stream is the product and the source for rebuilds.
+    status_retention_ms: int = -1
+    dlq_retention_ms: int = 30 * 24 * 3600 * 1000
+
+    def all_names(self) -> list[str]:
+        return [self.inbox, self.fetch_requests, self.fetch_results, self.status, self.dlq]
+
+    def retention_ms(self, name: str) -> int:
+        by_name = {
+            self.inbox: self.inbox_retention_ms,
+            self.fetch_requests: self.fetch_retention_ms,
+            self.fetch_results: self.fetch_retention_ms,
+            self.status: self.status_retention_ms,
+            self.dlq: self.dlq_retention_ms,
+        }
+        return by_name[name]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    client_id: str = "paystream"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    # How long ingest waits for acks=all before it answers 503 (the provider retries).
+    send_timeout_s: float = Field(default=5.0, gt=0)
+    linger_ms: int = Field(default=2, ge=0)
+    max_batch_size: int = Field(default=256 * 1024, ge=1024)
+    request_timeout_ms: int = Field(default=10_000, ge=1000)
+
+
+class S3Settings(BaseModel):
+    # Empty string means "real AWS S3" (boto3's own endpoint resolution).
+    endpoint_url: str = "http://127.0.0.1:5055"
+    bucket: str = "paystream-archive"
+    prefix: str = "raw"
+    region: str = "us-east-1"
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A client must deliver the whole body within this time, or it gets 408: a trickling client
+    # cannot hold a worker forever.
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    keepalive_timeout_s: float = Field(default=5.0, gt=0)
+    retry_after_s: int = Field(default=5, ge=1)
+
+
+class AccountConfig(BaseModel):
+    """One merchant account at one provider, as written in the TOML file.
+
+    ``secrets`` are references (``env:NAME`` / ``file:/path``). Several may be active at once so a
+    key can be rotated without losing deliveries signed with the old one.
+    """
+
+    secrets: list[str] = Field(default_factory=list)
+    tolerance_s: int = Field(default=300, ge=0)
+    # Amazon Pay / SNS: the TopicArns whose messages (and subscription confirmations) are accepted.
+    allowed_topic_arns: list[str] = Field(default_factory=list)
+    # Mollie: at most this many hints per second per account become fetches.
+    hint_rate_per_s: float = Field(default=5.0, gt=0)
+    hint_burst: int = Field(default=20, ge=1)
+    # Provider API access for the fetcher (base URL override for sandboxes / the local test provider).
+    api_base_url: str | None = None
+    api_key: str | None = None  # a reference, like secrets
+    api_region: Literal["eu", "na", "jp"] = "eu"
+    api_sandbox: bool = False
+    public_key_id: str | None = None
+    private_key: str | None = None  # a reference to a PEM file or env var
+    fetch_rate_per_s: float = Field(default=10.0, gt=0)
+    fetch_burst: int = Field(default=10, ge=1)
+    # Standard Webhooks: the sender's event type → canonical status, and where to find the ids.
+    status_map: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("secrets")
+    @classmethod
+    def _only_references(cls, value: list[str]) -> list[str]:
+        for ref in value:
+            _check_reference(ref)
+        return value
+
+
+def _check_reference(ref: str) -> None:
+    if not (ref.startswith("env:") or ref.startswith("file:")):
+        raise ValueError("secrets are given by reference: 'env:NAME' or 'file:/path', never inline")
+
+
+def resolve_secret(ref: str, environ: Mapping[str, str] | None = None) -> SecretStr:
+    """Turn an ``env:``/``file:`` reference into the secret it names."""
+    _check_reference(ref)
+    kind, _, where = ref.partition(":")
+    if kind == "env":
+        env = os.environ if environ is None else environ
+        if where not in env:
+            raise ConfigurationError(f"secret reference {ref!r}: environment variable {where} is not set")
+        return SecretStr(env[where])
+    path = Path(where)
+    try:
+        return SecretStr(path.read_text().strip())
+    except OSError as exc:
+        raise ConfigurationError(f"secret reference {ref!r}: cannot read {path}: {exc.strerror}") from exc
+
+
+class Settings(BaseSettings):
+    """All of paystream's configuration (see the README's configuration table)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    config_file: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    # Bearer tokens accepted on POST /v1/observations (references, like account secrets).
+    observation_tokens: list[str] = Field(default_factory=list)
+    # provider -> account name -> account configuration
+    accounts: dict[ProviderName, dict[str, AccountConfig]] = Field(default_factory=dict)
+    # Where processors keep local state (RocksDB) and the fetcher its scratch files.
+    state_dir: Path = Path(".local/state")
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    # Environment shortcuts the brief names (PAYSTREAM_KAFKA_BOOTSTRAP, PAYSTREAM_S3_ENDPOINT_URL) are
+    # mapped onto the nested fields in `load_settings`.
+
+    @field_validator("observation_tokens")
+    @classmethod
+    def _tokens_are_references(cls, value: list[str]) -> list[str]:
+        for ref in value:
+            _check_reference(ref)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _toml_path_from_env()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    def account(self, provider: str, account: str) -> AccountConfig | None:
+        return self.accounts.get(provider, {}).get(account)  # type: ignore[call-overload]
+
+
+# Flat aliases named in the brief and the README, mapped to nested fields.
+_FLAT_ALIASES = {
+    "PAYSTREAM_KAFKA_BOOTSTRAP": ("kafka", "bootstrap"),
+    "PAYSTREAM_S3_ENDPOINT_URL": ("s3", "endpoint_url"),
+    "PAYSTREAM_S3_BUCKET": ("s3", "bucket"),
+}
+
+
+def _toml_path_from_env() -> Path | None:
+    raw = os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigurationError(f"PAYSTREAM_CONFIG_FILE={raw}: no such file")
+    return path
+
+
+def explicitly_set(name: str) -> bool:
+    """Whether the operator set ``name`` (e.g. ``PAYSTREAM_KAFKA_BOOTSTRAP``) in the environment.
+
+    The local stack uses this to leave existing services alone.
+    """
+    return bool(os.environ.get(name))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment and the optional TOML file."""
+    nested: dict[str, dict[str, str]] = {}
+    for env_name, (section, field) in _FLAT_ALIASES.items():
+        value = os.environ.get(env_name)
+        if value is not None:
+            nested.setdefault(section, {})[field] = value
+    try:
+        settings = Settings(**overrides)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # pydantic.ValidationError and TOML decode errors
+        raise ConfigurationError(f"invalid configuration: {exc}") from exc
+    if nested:
+        update = {
+            section: getattr(settings, section).model_copy(update=fields) for section, fields in nested.items()
+        }
+        settings = settings.model_copy(update=update)
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once at start-up."""
+    return load_settings()

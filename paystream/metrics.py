@@ -1,0 +1,188 @@
+"""Every Prometheus metric of paystream, defined here and nowhere else (DESIGN §7).
+
+Conventions: ``paystream_`` prefix, base units (seconds, bytes), ``_total`` counters, histograms in
+seconds, and label values from small closed sets (provider names, outcome codes, statuses) — never ids.
+Alerts (deploy/prometheus) and the dashboard (deploy/grafana) may only name metrics defined here; a test
+enforces it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+# Latency buckets from 0.5 ms to 30 s: verify and produce are sub-millisecond to tens of ms,
+# end-to-end and fetches reach seconds.
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Freshness lags reach hours (a provider that retries late, a payment polled daily).
+_LAG_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 24 * 3600.0)
+_SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+registry: CollectorRegistry = REGISTRY
+
+# --- ingest -------------------------------------------------------------------------------------
+INGEST_REQUESTS = Counter(
+    "paystream_ingest_requests_total",
+    "HTTP deliveries by provider, account and outcome (accepted, or the rejection code).",
+    ["provider", "account", "outcome"],
+)
+INGEST_REJECTIONS = Counter(
+    "paystream_ingest_rejections_total",
+    "Rejected deliveries (or batch items) by provider and reason; every rejection is counted here.",
+    ["provider", "reason"],
+)
+SIGNATURE_FAILURES = Counter(
+    "paystream_signature_failures_total",
+    "Signature verification failures by provider and reason (bad_signature, stale_timestamp, ...).",
+    ["provider", "reason"],
+)
+INGEST_PUBLISHED = Counter(
+    "paystream_ingest_published_total",
+    "Verified deliveries acknowledged by Kafka (acks=all) on the inbox topic, by provider and kind.",
+    ["provider", "kind"],
+)
+VERIFY_SECONDS = Histogram(
+    "paystream_ingest_verify_seconds", "Time to verify one delivery.", ["provider"], buckets=_FAST_BUCKETS
+)
+PRODUCE_SECONDS = Histogram(
+    "paystream_kafka_produce_seconds",
+    "Time from send to acks=all acknowledgement, by topic.",
+    ["topic"],
+    buckets=_FAST_BUCKETS,
+)
+REQUEST_SECONDS = Histogram(
+    "paystream_ingest_request_seconds",
+    "Time from the first byte of the request to the response, by provider.",
+    ["provider"],
+    buckets=_FAST_BUCKETS,
+)
+BODY_BYTES = Histogram(
+    "paystream_ingest_body_bytes", "Size of received bodies.", ["provider"], buckets=_SIZE_BUCKETS
+)
+PRODUCER_READY = Gauge("paystream_kafka_producer_ready", "1 when the Kafka producer is connected, else 0.")
+SNS_CERT_FETCHES = Counter(
+    "paystream_sns_certificate_fetches_total",
+    "SNS signing certificate fetches by outcome (ok, cached, refused, error).",
+    ["outcome"],
+)
+SNS_SUBSCRIPTIONS = Counter(
+    "paystream_sns_subscription_confirmations_total",
+    "SNS SubscriptionConfirmation handling by outcome (confirmed, refused, failed).",
+    ["outcome"],
+)
+HINTS_RATE_LIMITED = Counter(
+    "paystream_hints_rate_limited_total",
+    "Unsigned hints (Mollie) refused because the account's hint rate was exceeded.",
+    ["provider", "account"],
+)
+
+# --- processors -------------------------------------------------------------------------------
+OBSERVATIONS = Counter(
+    "paystream_observations_total", "Observations normalized, by provider and source.", ["provider", "source"]
+)
+DUPLICATES = Counter(
+    "paystream_duplicates_total", "Observations already seen (dedupe ledger hits), by provider.", ["provider"]
+)
+STALE_IGNORED = Counter(
+    "paystream_stale_observations_total",
+    "Observations that would move a payment backwards (stale regressions): recorded and ignored.",
+    ["provider"],
+)
+TRANSITIONS = Counter(
+    "paystream_status_transitions_total",
+    "Status events emitted, by previous and new status ('none' for the first).",
+    ["provider", "from_status", "to_status"],
+)
+STATUS_EVENTS = Counter(
+    "paystream_status_events_total", "Events written to payments.status.v1, by provider and type.",
+    ["provider", "type"],
+)
+DISAGREEMENTS = Counter(
+    "paystream_push_poll_disagreements_total",
+    "A poll result whose status differs from what pushes had established (before the join decided).",
+    ["provider"],
+)
+MISSED_WEBHOOKS = Counter(
+    "paystream_missed_webhooks_total",
+    "Status changes first seen by a poll for a provider that pushes: a webhook that never came.",
+    ["provider"],
+)
+PARKED = Gauge(
+    "paystream_parked_observations", "Observations waiting for their payment's context (early events)."
+)
+OLDEST_NON_TERMINAL_AGE = Gauge(
+    "paystream_oldest_non_terminal_payment_age_seconds",
+    "Age of the oldest payment that is not in a terminal status, by provider.",
+    ["provider"],
+)
+STALE_PAYMENTS = Gauge(
+    "paystream_payments_past_freshness_slo",
+    "Non-terminal payments with no news for longer than the freshness SLO, by provider.",
+    ["provider"],
+)
+EVENT_TO_RECEIPT_LAG = Histogram(
+    "paystream_provider_event_to_receipt_seconds",
+    "Provider event time to our receipt, by provider and source.",
+    ["provider", "source"],
+    buckets=_LAG_BUCKETS,
+)
+RECEIPT_TO_EMIT = Histogram(
+    "paystream_receipt_to_status_seconds",
+    "Our receipt of the deciding observation to the status event being emitted, by provider.",
+    ["provider"],
+    buckets=_FAST_BUCKETS,
+)
+DLQ = Counter(
+    "paystream_dlq_total", "Records sent to payments.dlq.v1, by source topic and reason.", ["topic", "reason"]
+)
+FETCH_REQUESTS_EMITTED = Counter(
+    "paystream_fetch_requests_emitted_total",
+    "Fetch requests emitted by the processors, by provider and reason (thin_push, hint, stale, registered).",
+    ["provider", "reason"],
+)
+
+# --- fetcher ----------------------------------------------------------------------------------
+FETCHES = Counter(
+    "paystream_fetches_total", "Provider fetches by provider and outcome.", ["provider", "outcome"]
+)
+FETCH_SECONDS = Histogram(
+    "paystream_fetch_seconds", "Provider API call latency, by provider.", ["provider"], buckets=_FAST_BUCKETS
+)
+RATE_LIMIT_WAIT_SECONDS = Histogram(
+    "paystream_fetch_rate_limit_wait_seconds",
+    "Time a fetch waited for its provider account's token bucket.",
+    ["provider"],
+    buckets=_FAST_BUCKETS,
+)
+RATE_LIMITED_RESPONSES = Counter(
+    "paystream_fetch_rate_limited_total", "429 answers received from providers.", ["provider"]
+)
+CIRCUIT_STATE = Gauge(
+    "paystream_fetch_circuit_state",
+    "Circuit breaker per provider (0 closed, 1 half-open, 2 open).",
+    ["provider"],
+)
+FETCHES_IN_FLIGHT = Gauge("paystream_fetches_in_flight", "Provider calls in flight.", ["provider"])
+SWEEP_CURSOR_AGE = Gauge(
+    "paystream_sweep_cursor_age_seconds",
+    "Age of the newest provider event the sweep has read (how far behind the sweep is).",
+    ["provider", "sweep"],
+)
+FETCH_QUEUE_DEPTH = Gauge(
+    "paystream_fetch_queue_depth", "Fetch requests waiting for their not-before time.", ["provider"]
+)
+
+# --- archive / replay -------------------------------------------------------------------------
+ARCHIVED_RECORDS = Counter(
+    "paystream_archive_records_total", "Records uploaded to the archive, by topic.", ["topic"]
+)
+ARCHIVE_UPLOADS = Counter(
+    "paystream_archive_uploads_total", "Archive object uploads by outcome (ok, error).", ["outcome"]
+)
+ARCHIVE_LAG_SECONDS = Gauge(
+    "paystream_archive_lag_seconds",
+    "Age of the oldest record consumed but not yet uploaded, by topic.",
+    ["topic"],
+)
+REPLAYED_RECORDS = Counter(
+    "paystream_replay_records_total", "Records republished by replay, by provider.", ["provider"]
+)
