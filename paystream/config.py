@@ -98,6 +98,16 @@ class HttpSettings(BaseModel):
     retry_after_s: int = Field(default=5, ge=1)
 
 
+class SnsSettings(BaseModel):
+    """Amazon SNS signing certificates (Amazon Pay IPN)."""
+
+    # A directory of PEM files named like the last segment of their SigningCertURL: used before any
+    # fetch (air-gapped deployments, tests).
+    cert_dir: Path | None = None
+    fetch_timeout_s: float = Field(default=5.0, gt=0)
+    max_cert_bytes: int = Field(default=64 * 1024, ge=1024)
+
+
 class AccountConfig(BaseModel):
     """One merchant account at one provider, as written in the TOML file.
 
@@ -170,6 +180,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    sns: SnsSettings = Field(default_factory=SnsSettings)
     # Bearer tokens accepted on POST /v1/observations (references, like account secrets).
     observation_tokens: list[str] = Field(default_factory=list)
     # provider -> account name -> account configuration
@@ -177,6 +188,9 @@ class Settings(BaseSettings):
     # Where processors keep local state (RocksDB) and the fetcher its scratch files.
     state_dir: Path = Path(".local/state")
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Set by `paystream ingest --workers N` (N > 1) for the workers it spawns: metrics are then
+    # aggregated across worker processes through this directory.
+    metrics_multiproc_dir: Path | None = None
 
     # Environment shortcuts the brief names (PAYSTREAM_KAFKA_BOOTSTRAP, PAYSTREAM_S3_ENDPOINT_URL) are
     # mapped onto the nested fields in `load_settings`.
@@ -204,7 +218,8 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def account(self, provider: str, account: str) -> AccountConfig | None:
-        return self.accounts.get(provider, {}).get(account)  # type: ignore[call-overload]
+        by_name: dict[str, AccountConfig] = self.accounts.get(provider, {})  # type: ignore[call-overload]
+        return by_name.get(account)
 
 
 # Flat aliases named in the brief and the README, mapped to nested fields.

@@ -8,7 +8,10 @@ enforces it.
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Latency buckets from 0.5 ms to 30 s: verify and produce are sub-millisecond to tens of ms,
 # end-to-end and fetches reach seconds.
@@ -186,3 +189,12 @@ ARCHIVE_LAG_SECONDS = Gauge(
 REPLAYED_RECORDS = Counter(
     "paystream_replay_records_total", "Records republished by replay, by provider.", ["provider"]
 )
+
+
+def exposition(multiproc_dir: Path | None = None) -> bytes:
+    """The text exposition for GET /metrics (aggregated over worker processes when they share a dir)."""
+    if multiproc_dir is None:
+        return generate_latest(registry)
+    aggregate = CollectorRegistry()
+    MultiProcessCollector(aggregate, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+    return generate_latest(aggregate)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import shutil
@@ -65,14 +66,15 @@ def require_tool(name: str, why: str) -> str:
 @dataclass
 class Service:
     name: str
+    state: Path = STATE  # tests that need a broker of their own (to stop it) pass their own folder
 
     @property
     def pid_file(self) -> Path:
-        return STATE / f"{self.name}.pid"
+        return self.state / f"{self.name}.pid"
 
     @property
     def log_file(self) -> Path:
-        return STATE / f"{self.name}.log"
+        return self.state / f"{self.name}.log"
 
     def pid(self) -> int | None:
         try:
@@ -103,7 +105,7 @@ class Service:
         return "kafka.Kafka" if self.name == "kafka" else "moto"
 
     def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> int:
-        STATE.mkdir(parents=True, exist_ok=True)
+        self.state.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
                 argv,
@@ -144,10 +146,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    try:  # reap it if it is our child; a zombie counts as gone
+    with contextlib.suppress(ChildProcessError):  # reap it if it is our child; a zombie counts as gone
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split()[2]
     except OSError:
@@ -240,13 +240,14 @@ LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def start_kafka(bootstrap: str, fresh: bool) -> None:
-    service = Service("kafka")
+def start_kafka(bootstrap: str, fresh: bool, state: Path = STATE) -> Service:
+    """Start (or find running) a single-node broker whose files live in ``state``."""
+    service = Service("kafka", state)
     host, port = _host_port(bootstrap)
     if service.pid() is not None:
         say(f"Kafka already running (pid {service.pid()}) on {bootstrap}")
         wait_for_kafka(service, bootstrap, timeout_s=KAFKA_START_TIMEOUT_S)
-        return
+        return service
     if _port_open(host, port):
         raise StackError(
             f"something else listens on {bootstrap}; stop it, or set PAYSTREAM_KAFKA_BOOTSTRAP={bootstrap} "
@@ -254,13 +255,13 @@ def start_kafka(bootstrap: str, fresh: bool) -> None:
         )
     java = require_tool("java", "to run the Kafka broker (Java 17+)")
     jars = resolve_jars()
-    data_dir = STATE / "kafka-data"
+    data_dir = state / "kafka-data"
     if fresh:
         shutil.rmtree(data_dir, ignore_errors=True)
-    STATE.mkdir(parents=True, exist_ok=True)
-    props = STATE / "server.properties"
+    state.mkdir(parents=True, exist_ok=True)
+    props = state / "server.properties"
     props.write_text(kafka_properties(data_dir, host, port, port + 1))
-    log4j = STATE / "log4j2.xml"
+    log4j = state / "log4j2.xml"
     log4j.write_text(LOG4J2)
     classpath = f"{jars}/*"
     jvm = [java, *KAFKA_HEAP.split(), "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
@@ -275,9 +276,10 @@ def start_kafka(bootstrap: str, fresh: bool) -> None:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
     started = time.monotonic()
     pid = service.spawn([*jvm, "kafka.Kafka", str(props)])
-    say(f"starting Kafka (pid {pid}) on {bootstrap}; log: {service.log_file.relative_to(ROOT)}")
+    say(f"starting Kafka (pid {pid}) on {bootstrap}; log: {service.log_file}")
     wait_for_kafka(service, bootstrap, timeout_s=KAFKA_START_TIMEOUT_S)
     say(f"Kafka ready on {bootstrap} in {time.monotonic() - started:.1f}s")
+    return service
 
 
 def wait_for_kafka(service: Service | None, bootstrap: str, timeout_s: float) -> None:
@@ -302,12 +304,13 @@ def wait_for_kafka(service: Service | None, bootstrap: str, timeout_s: float) ->
 # --- moto S3 ----------------------------------------------------------------------------------------
 
 
-def start_moto(endpoint: str) -> None:
-    service = Service("moto")
+def start_moto(endpoint: str, state: Path = STATE) -> Service:
+    """Start (or find running) a moto S3 server whose files live in ``state``."""
+    service = Service("moto", state)
     host, port = _host_port(endpoint.split("://", 1)[-1].rstrip("/"))
     if service.pid() is not None:
         say(f"moto S3 already running (pid {service.pid()}) on {endpoint}")
-        return
+        return service
     if _port_open(host, port):
         raise StackError(f"something else listens on {endpoint}; stop it, or set PAYSTREAM_S3_ENDPOINT_URL to use it")
     moto = Path(sys.executable).with_name("moto_server")
@@ -321,7 +324,7 @@ def start_moto(endpoint: str) -> None:
         try:
             with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):  # noqa: S310 (loopback)
                 say(f"moto S3 ready on {endpoint} (pid {pid})")
-                return
+                return service
         except OSError:
             time.sleep(0.2)
     raise StackError(f"moto S3 not ready on {endpoint} after {MOTO_START_TIMEOUT_S:.0f}s:\n{service.log_tail()}")
