@@ -1,0 +1,345 @@
+"""The ingest HTTP service: a small ASGI app (DESIGN §4.1).
+
+Routes: ``POST /webhooks/{provider}/{account}``, ``POST /v1/observations``, ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``. A delivery is answered 2xx only after Kafka acknowledged every record
+it produced (acks=all). Every rejection gets its HTTP status, a short JSON body
+``{"error": code, "detail": ...}``, one log line and a metric; nothing unverified is published.
+
+The app is plain ASGI rather than a framework: the webhook path is the hot path of the service, and
+reading the body ourselves is what lets the size limit apply *while* reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ingest.accounts import AccountBook
+from ingest.delivery import IncomingDelivery, VerifiedDelivery
+from ingest.observations import ObservationIntake
+from ingest.providers import PUSH_PROVIDERS, PushSpec
+from ingest.providers.amazon_pay import sns
+from ingest.providers.amazon_pay.certs import CertificateStore
+from ingest.providers.amazon_pay.sns import install_certificate_store
+from ingest.providers.mollie.verify import HintLimiter
+from ingest.publisher import InboxPublisher
+from ingest.subscriptions import SubscriptionHandler
+from paystream import metrics
+from paystream.config import Settings
+from paystream.errors import (
+    BodyTooLarge,
+    BrokerUnavailable,
+    InfrastructureError,
+    MalformedDelivery,
+    RejectedDelivery,
+    UnknownRoute,
+)
+from paystream.logs import get_logger
+from schemas.envelopes import InboxEnvelope, to_rfc3339
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = get_logger("ingest")
+
+JSON = b"application/json"
+
+
+class RequestTimeout(RejectedDelivery):
+    status = 408
+    code = "request_timeout"
+
+
+class TooManyHints(RejectedDelivery):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class IngestApp:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        publisher: InboxPublisher | None = None,
+        certificates: CertificateStore | None = None,
+        accounts: AccountBook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.accounts = accounts or AccountBook.from_settings(settings)
+        self.publisher = publisher or InboxPublisher(settings)
+        self.certificates = certificates or CertificateStore(
+            preseed_dir=settings.sns.cert_dir,
+            timeout_s=settings.sns.fetch_timeout_s,
+            max_bytes=settings.sns.max_cert_bytes,
+        )
+        install_certificate_store(self.certificates)  # the SNS verifier uses this store, not a bare default
+        self._verifiers = {name: spec.verify for name, spec in PUSH_PROVIDERS.items()}
+        # SNS verification needs this app's certificate store (pre-seeded, cached per process).
+        self._verifiers["amazon_pay"] = functools.partial(sns.verify, store=self.certificates)
+        self._check_secrets()
+        self.hints = HintLimiter()
+        self.subscriptions = SubscriptionHandler(settings.sns.fetch_timeout_s)
+        self.observations = ObservationIntake(settings, self.accounts)
+        self._clock = clock
+        self._limit = settings.http.max_body_bytes
+        self._body_timeout_s = settings.http.body_timeout_s
+        self._retry_after = str(settings.http.retry_after_s).encode()
+
+    def _check_secrets(self) -> None:
+        for (provider, _name), account in self.accounts.accounts.items():
+            spec = PUSH_PROVIDERS.get(provider)
+            if spec is not None and spec.check_secret is not None:
+                for secret in account.secrets:
+                    spec.check_secret(secret.get_secret_value())
+
+    # --- ASGI ---------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        await self.publisher.start()
+        log.info("ingest_started", accounts=self.accounts.describe(), max_body_bytes=self._limit)
+
+    async def shutdown(self) -> None:
+        # uvicorn has stopped accepting and drained in-flight requests before lifespan shutdown.
+        await self.publisher.stop()
+        await self.certificates.close()
+        await self.subscriptions.close()
+        log.info("ingest_stopped")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if method == "GET":
+            await self._get(path, send)
+            return
+        if method != "POST":
+            await _respond(send, 405, _error("method_not_allowed", "use POST"))
+            return
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "webhooks":
+            await self._webhook(parts[1], parts[2], scope, receive, send)
+        elif path == "/v1/observations":
+            await self._observation(scope, receive, send)
+        else:
+            await _respond(send, 404, _error("not_found", "no such route"))
+
+    async def _get(self, path: str, send: Send) -> None:
+        if path == "/healthz":
+            await _respond(send, 200, b'{"status":"alive"}')
+        elif path == "/readyz":
+            ready = self.publisher.ready
+            await _respond(send, 200 if ready else 503, b'{"status":"ready"}' if ready else _error(
+                "not_ready", "Kafka producer is not connected"))
+        elif path == "/metrics":
+            body = metrics.exposition(self.settings.metrics_multiproc_dir)
+            await _respond(send, 200, body, CONTENT_TYPE_LATEST.encode())
+        else:
+            await _respond(send, 404, _error("not_found", "no such route"))
+
+    # --- webhooks -----------------------------------------------------------------------------------
+
+    async def _webhook(self, provider: str, account_name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        spec = PUSH_PROVIDERS.get(provider)
+        account = self.accounts.get(provider, account_name) if spec is not None else None
+        # Unknown names never become metric labels (unbounded cardinality).
+        label_provider = provider if spec is not None else "unknown"
+        label_account = account_name if account is not None else "unknown"
+        with structlog.contextvars.bound_contextvars(provider=label_provider, account=label_account):
+            try:
+                if spec is None or account is None:
+                    raise UnknownRoute(f"no configured account {account_name!r} for provider {provider!r}")
+                body = await self._read_body(scope, receive)
+                metrics.BODY_BYTES.labels(provider=provider).observe(len(body))
+                delivery = IncomingDelivery(provider, account_name, body, _headers(scope), self._clock())
+                verify_started = time.perf_counter()
+                result = await self._verifiers[provider](delivery, account)
+                metrics.VERIFY_SECONDS.labels(provider=provider).observe(time.perf_counter() - verify_started)
+                for item in result.rejected:
+                    self._count_rejection(provider, item.reason, item.detail, item_of_batch=True)
+                await self._deliver(spec, delivery, result.accepted, send)
+                metrics.INGEST_REQUESTS.labels(provider, label_account, "accepted").inc()
+            except RejectedDelivery as exc:
+                await self._reject(send, exc, label_provider, label_account)
+            except InfrastructureError as exc:
+                await self._unavailable(send, exc, label_provider, label_account)
+            finally:
+                metrics.REQUEST_SECONDS.labels(provider=label_provider).observe(time.perf_counter() - started)
+
+    async def _deliver(
+        self, spec: PushSpec, delivery: IncomingDelivery, accepted: list[VerifiedDelivery], send: Send
+    ) -> None:
+        publishable = []
+        for verified in accepted:
+            if verified.kind == "control":
+                await self.subscriptions.handle(delivery, verified)
+                continue
+            if verified.kind == "hint":
+                admission = self.hints.admit(self.accounts.require(delivery.provider, delivery.account))
+                if not admission.allowed:
+                    metrics.HINTS_RATE_LIMITED.labels(delivery.provider, delivery.account).inc()
+                    raise TooManyHints("too many hints for this account", admission.retry_after_s)
+            publishable.append(self._envelope(spec, delivery, verified))
+        if publishable:
+            await self.publisher.publish(publishable)
+            for envelope in publishable:
+                metrics.INGEST_PUBLISHED.labels(provider=delivery.provider, kind=envelope.kind).inc()
+            log.debug("delivery_published", delivery_ids=[e.delivery_id for e in publishable])
+        await _respond(send, 200, spec.success_body, spec.success_content_type)
+
+    def _envelope(self, spec: PushSpec, delivery: IncomingDelivery, verified: VerifiedDelivery) -> InboxEnvelope:
+        assert verified.kind != "control"
+        return InboxEnvelope(
+            provider=delivery.provider,
+            account=delivery.account,
+            delivery_id=verified.delivery_id,
+            kind=verified.kind,
+            received_at=to_rfc3339(datetime.fromtimestamp(delivery.received_at, UTC)),
+            body=verified.body,
+            headers={name: delivery.headers[name] for name in spec.kept_headers if name in delivery.headers},
+            verification={
+                "verifier": verified.verification.verifier,
+                "key_id": verified.verification.key_id,
+                "ok": verified.verification.ok,
+            },
+            object_ids=dict(verified.object_ids),
+        )
+
+    # --- POST /v1/observations ----------------------------------------------------------------------
+
+    async def _observation(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            headers = _headers(scope)
+            key_id = self.observations.authenticate(headers.get("authorization"))
+            body = await self._read_body(scope, receive)
+            envelope = self.observations.envelope(body, received_at=self._clock(), key_id=key_id)
+            await self.publisher.publish([envelope])
+            metrics.INGEST_PUBLISHED.labels(provider=envelope.provider, kind="sync").inc()
+            metrics.INGEST_REQUESTS.labels("sync", "all", "accepted").inc()
+            await _respond(send, 202, orjson.dumps({"status": "accepted", "delivery_id": envelope.delivery_id}))
+        except RejectedDelivery as exc:
+            await self._reject(send, exc, "sync", "all")
+        except InfrastructureError as exc:
+            await self._unavailable(send, exc, "sync", "all")
+        finally:
+            metrics.REQUEST_SECONDS.labels(provider="sync").observe(time.perf_counter() - started)
+
+    # --- shared -------------------------------------------------------------------------------------
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """Read the body, refusing as soon as it exceeds the limit (a 50 MB body is never buffered)."""
+        declared = _headers(scope).get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise MalformedDelivery("invalid Content-Length", code="bad_content_length")
+            if int(declared) > self._limit:
+                raise BodyTooLarge(f"body of {declared} bytes is over the limit of {self._limit}")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self._body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise MalformedDelivery("client disconnected", code="client_disconnected")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self._limit:
+                        raise BodyTooLarge(f"body is over the limit of {self._limit} bytes")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError as exc:
+            raise RequestTimeout(f"body not received within {self._body_timeout_s}s") from exc
+        return b"".join(chunks)
+
+    def _count_rejection(self, provider: str, reason: str, detail: str, *, item_of_batch: bool = False) -> None:
+        metrics.INGEST_REJECTIONS.labels(provider=provider, reason=reason).inc()
+        log.warning("delivery_rejected", reason=reason, detail=detail, batch_item=item_of_batch)
+
+    async def _reject(self, send: Send, exc: RejectedDelivery, provider: str, account: str) -> None:
+        self._count_rejection(provider, exc.code, exc.detail)
+        metrics.INGEST_REQUESTS.labels(provider, account, exc.code).inc()
+        if exc.status == 401 and provider != "sync":
+            metrics.SIGNATURE_FAILURES.labels(provider=provider, reason=exc.code).inc()
+        extra: list[tuple[bytes, bytes]] = []
+        if isinstance(exc, TooManyHints):
+            extra.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
+        await _respond(send, exc.status, _error(exc.code, exc.detail), extra_headers=extra)
+
+    async def _unavailable(self, send: Send, exc: InfrastructureError, provider: str, account: str) -> None:
+        if isinstance(exc, BrokerUnavailable):
+            code = "kafka_unavailable"
+        else:  # e.g. an SNS certificate that could not be fetched: SNS retries only on 5xx
+            code = getattr(exc, "code", "dependency_unavailable")
+        metrics.INGEST_REQUESTS.labels(provider, account, code).inc()
+        metrics.INGEST_REJECTIONS.labels(provider=provider, reason=code).inc()
+        log.warning("delivery_deferred", reason=code, detail=str(exc)[:300])
+        await _respond(send, 503, _error(code, "temporarily unavailable; retry later"),
+                       extra_headers=[(b"retry-after", self._retry_after)])
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    # ASGI servers lower-case header names; latin-1 is HTTP's own encoding for header bytes.
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def _error(code: str, detail: str) -> bytes:
+    return orjson.dumps({"error": code, "detail": detail})
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = JSON,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra_headers:
+        headers.extend(extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings | None = None) -> IngestApp:
+    """uvicorn factory (``ingest.app:create_app``)."""
+    from paystream.config import get_settings
+
+    return IngestApp(settings or get_settings())

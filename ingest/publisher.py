@@ -1,0 +1,128 @@
+"""Publishing verified deliveries to the inbox topic, with acks=all, before any 2xx.
+
+The publisher knows whether Kafka is reachable. After a send fails or times out it answers
+:class:`BrokerUnavailable` at once (ingest turns that into 503 + Retry-After, and the provider retries)
+until a background probe gets a metadata round trip again — so an outage costs providers one fast
+503 per delivery instead of a hung connection each.
+
+Records whose send timed out are not left to reach the topic later by surprise: the ingest producer's
+request timeout equals the send timeout, so its accumulator expires them shortly after we gave up. A
+record that was already on the wire may still land; the provider's retry then carries the same delivery
+id and the processors' dedupe absorbs it (at-least-once, never lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from paystream import metrics
+from paystream.config import Settings
+from paystream.errors import BrokerUnavailable
+from paystream.kafka import make_producer
+from paystream.logs import get_logger
+from schemas.envelopes import InboxEnvelope
+
+log = get_logger(__name__)
+
+PROBE_INTERVAL_S = 1.0
+
+
+class InboxPublisher:
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer | None = None) -> None:
+        self._settings = settings
+        self._topic = settings.topics.inbox
+        self._timeout_s = settings.kafka.send_timeout_s
+        self._producer = producer or make_producer(
+            settings,
+            client_suffix="ingest",
+            request_timeout_ms=int(self._timeout_s * 1000),
+            retry_backoff_ms=100,
+        )
+        self._started = False
+        self._ready = asyncio.Event()
+        self._probe_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def start(self) -> None:
+        """Connect in the background: ingest serves (503s) even while Kafka is still down."""
+        self._probe_task = asyncio.create_task(self._reconnect_loop(), name="inbox-publisher-probe")
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        if self._started:
+            # flush what is in flight: every acknowledged delivery is already on the broker, the rest
+            # were answered 503 or are awaiting their ack right now (graceful drain).
+            with contextlib.suppress(KafkaError, OSError):
+                await asyncio.wait_for(self._producer.stop(), timeout=self._timeout_s * 2)
+        self._set_ready(False)
+
+    async def publish(self, envelopes: Sequence[InboxEnvelope]) -> None:
+        """Send every envelope and wait until Kafka acknowledged all of them (acks=all)."""
+        if not self.ready:
+            raise BrokerUnavailable("Kafka is unavailable")
+        started = time.perf_counter()
+        try:
+            futures = [
+                await self._producer.send(self._topic, envelope.to_bytes(), key=envelope.key)
+                for envelope in envelopes
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=self._timeout_s)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            self._mark_broken(exc)
+            reason = f"Kafka did not acknowledge within {self._timeout_s}s: {type(exc).__name__}"
+            raise BrokerUnavailable(reason) from exc
+        metrics.PRODUCE_SECONDS.labels(topic="inbox").observe(time.perf_counter() - started)
+
+    def _mark_broken(self, exc: BaseException) -> None:
+        if self.ready:
+            log.warning("kafka_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+        self._set_ready(False)
+        if not self._closing and (self._probe_task is None or self._probe_task.done()):
+            self._probe_task = asyncio.create_task(self._reconnect_loop(), name="inbox-publisher-probe")
+
+    def _set_ready(self, ready: bool) -> None:
+        if ready:
+            self._ready.set()
+        else:
+            self._ready.clear()
+        metrics.PRODUCER_READY.set(1 if ready else 0)
+
+    async def _reconnect_loop(self) -> None:
+        while not self._closing:
+            try:
+                if not self._started:
+                    await asyncio.wait_for(self._producer.start(), timeout=self._timeout_s * 2)
+                    self._started = True
+                else:
+                    updated = await asyncio.wait_for(self._producer.client.force_metadata_update(), self._timeout_s)
+                    if not updated:
+                        raise KafkaError("metadata update failed")
+                    await asyncio.wait_for(self._producer.partitions_for(self._topic), self._timeout_s)
+                self._set_ready(True)
+                log.info("kafka_ready", topic=self._topic)
+                return
+            except (TimeoutError, KafkaError, OSError) as exc:
+                log.debug("kafka_probe_failed", error=type(exc).__name__)
+                if not self._started:
+                    # a failed start leaves the producer unusable; build a fresh one
+                    with contextlib.suppress(Exception):
+                        await self._producer.stop()
+                    self._producer = make_producer(
+                        self._settings, client_suffix="ingest",
+                        request_timeout_ms=int(self._timeout_s * 1000), retry_backoff_ms=100,
+                    )
+                await asyncio.sleep(PROBE_INTERVAL_S)
