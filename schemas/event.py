@@ -1,0 +1,120 @@
+"""The normalized event on ``payments.status.v1`` (DESIGN §4.3): CloudEvents 1.0, structured JSON mode.
+
+The event id is a UUIDv5 of ``{payment_key}:{sequence}``: reprocessing the same observations yields the same
+ids, so consumers can dedupe on ``id`` across replays and worker restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from schemas.status import ObjectKind
+
+if TYPE_CHECKING:
+    from schemas.join import PaymentState
+
+# Fixed forever: changing it would change every event id (it is uuid5(NAMESPACE_URL,
+# "https://paystream.dev/events/payment-status"), written out so it cannot drift).
+EVENT_ID_NAMESPACE = uuid.UUID("46868c99-0817-5c60-93b6-ae77039ed844")
+EVENT_CONTENT_TYPE = "application/cloudevents+json"  # Kafka header / HTTP Content-Type of a whole event
+DATA_CONTENT_TYPE = "application/json"
+SPEC_VERSION = "1.0"
+EVENT_DATASCHEMA = "https://paystream.dev/schemas/payment-status-event.v1.json"
+EVENT_TYPES = {
+    ObjectKind.PAYMENT: "payment.status.changed",
+    ObjectKind.AGREEMENT: "agreement.status.changed",
+}
+SCHEMA_DIR = Path(__file__).parent
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix (microseconds only when present)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"timezone-aware datetime required: {moment!r}")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without a timezone: {text!r}")
+    return moment.astimezone(UTC)
+
+
+def event_id(payment_key: str, sequence: int) -> str:
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{payment_key}:{sequence}"))
+
+
+def event_source(provider: str, account: str) -> str:
+    return f"paystream/{provider}/{account}"
+
+
+def _time_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
+def build_event(state: PaymentState, emitted_at: datetime) -> dict[str, Any]:
+    """The CloudEvent for ``state`` as just numbered by :func:`schemas.join.next_event`."""
+    if state.status is None or state.sequence < 1 or state.occurred_at is None:
+        raise ValueError(f"{state.payment_key}: nothing to emit ({state.status=}, {state.sequence=})")
+    key = state.payment_key
+    data = {
+        "payment_key": key,
+        "provider": state.provider,
+        "account": state.account,
+        "object_type": state.object_type,
+        "object_id": state.object_id,
+        "order_ref": state.order_ref,
+        "status": state.status.value,
+        "previous_status": None if state.previous_status is None else state.previous_status.value,
+        "sequence": state.sequence,
+        "amount": state.amount,
+        "captured_amount": state.captured_amount,
+        "refunded_amount": state.refunded_amount,
+        "currency": state.currency,
+        "provider_status": state.provider_status,
+        "reason_code": state.reason_code,
+        "source": None if state.source is None else state.source.value,
+        "evidence": list(state.evidence),
+        "occurred_at": format_time(state.occurred_at),
+        "observed_at": _time_or_none(state.observed_at),
+        "emitted_at": format_time(emitted_at),
+    }
+    return {
+        "specversion": SPEC_VERSION,
+        "id": event_id(key, state.sequence),
+        "source": event_source(state.provider, state.account),
+        "type": EVENT_TYPES[state.kind],
+        "subject": key,
+        # CloudEvents `time` is when the occurrence happened: the provider time of the deciding
+        # observation (keeps everything but data.emitted_at identical when reprocessed).
+        "time": format_time(state.occurred_at),
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "dataschema": EVENT_DATASCHEMA,
+        "data": data,
+    }
+
+
+def serialize_event(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event)
+
+
+@cache
+def _read_schema(filename: str) -> str:
+    return (SCHEMA_DIR / filename).read_text(encoding="utf-8")
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """A JSON Schema shipped in ``schemas/``: ``"payment-status-event"`` or its full file name."""
+    filename = name if name.endswith(".json") else f"{name}.schema.json"
+    if "/" in filename or "\\" in filename or filename.startswith("."):
+        raise ValueError(f"not a schema name: {name!r}")
+    document: dict[str, Any] = json.loads(_read_schema(filename))
+    return document
