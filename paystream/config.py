@@ -71,6 +71,9 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None  # the cluster CA (Strimzi: <cluster>-cluster-ca-cert) for SSL / SASL_SSL
+    # A 1 MiB body grows by a third in base64 inside its envelope; topics allow 4 MiB messages.
+    max_request_size: int = Field(default=4 * 1024 * 1024, ge=1024 * 1024)
     # How long ingest waits for acks=all before it answers 503 (the provider retries).
     send_timeout_s: float = Field(default=5.0, gt=0)
     linger_ms: int = Field(default=2, ge=0)

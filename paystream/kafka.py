@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from paystream.config import KafkaSettings, Settings, TopicSettings
 from paystream.errors import InfrastructureError
@@ -33,7 +33,7 @@ def connection_options(kafka: KafkaSettings) -> dict[str, Any]:
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 
-        options["ssl_context"] = create_ssl_context()
+        options["ssl_context"] = create_ssl_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
     return options
 
 
@@ -47,6 +47,7 @@ def make_producer(settings: Settings, *, client_suffix: str = "producer", **over
         "enable_idempotence": True,
         "linger_ms": kafka.linger_ms,
         "max_batch_size": kafka.max_batch_size,
+        "max_request_size": kafka.max_request_size,
         "compression_type": None,
         **overrides,
     }
@@ -100,13 +101,15 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
         missing = [spec for spec in topic_specs(settings.topics) if spec.name not in existing]
         if not missing:
             return []
+        response = await admin.create_topics(missing)
         created: list[str] = []
-        for spec in missing:
-            try:
-                await admin.create_topics([spec])
-                created.append(spec.name)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race
+        for topic_error in response.topic_errors:
+            name, code = topic_error[0], topic_error[1]
+            if code == 0:
+                created.append(name)
+            elif code != TopicAlreadyExistsError.errno:  # another process won the race: fine
+                error = for_code(code)
+                raise InfrastructureError(f"cannot create topic {name}: {error.__name__} ({topic_error[2:]})")
         if created:
             log.info("topics_created", topics=created, partitions=settings.topics.partitions)
         return created

@@ -11,7 +11,8 @@ from paystream.errors import ConfigurationError
 
 
 def test_defaults_point_at_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PAYSTREAM_KAFKA_BOOTSTRAP", raising=False)
+    for name in ("PAYSTREAM_KAFKA_BOOTSTRAP", "PAYSTREAM_KAFKA__BOOTSTRAP", "PAYSTREAM_HTTP__MAX_BODY_BYTES"):
+        monkeypatch.delenv(name, raising=False)
     settings = load_settings()
     assert settings.kafka.bootstrap == "127.0.0.1:9092"
     assert settings.topics.status == "payments.status.v1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 
@@ -65,8 +66,13 @@ async def test_fresh_topics_get_partitions_and_retention_from_configuration(
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
     await admin.start()
     try:
-        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topics.dlq)])
+        # A just-created topic's configuration reaches the broker's metadata cache a moment later.
+        for _ in range(50):
+            responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topics.dlq)])
+            entries = {entry[0]: entry[1] for entry in responses[0].resources[0][4]}
+            if entries:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    entries = {entry[0]: entry[1] for entry in responses[0].resources[0][4]}
     assert entries["retention.ms"] == "123456789"
