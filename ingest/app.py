@@ -54,6 +54,15 @@ log = get_logger("ingest")
 
 JSON = b"application/json"
 
+# Every route the app serves (method, path template); schemas/openapi.yaml must list exactly these.
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/webhooks/{provider}/{account}"),
+    ("POST", "/v1/observations"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+)
+
 
 class RequestTimeout(RejectedDelivery):
     status = 408
