@@ -40,6 +40,8 @@ class TopicSettings(BaseModel):
     fetch_results: str = "payments.fetch.results.v1"
     status: str = "payments.status.v1"
     dlq: str = "payments.dlq.v1"
+    # Compacted, one partition: the Stripe sweep cursors (created by the fetcher itself).
+    fetch_cursors: str = "payments.fetch.cursors.v1"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     # Raw deliveries are kept long enough to replay a week-long incident from Kafka alone;
@@ -99,6 +101,41 @@ class HttpSettings(BaseModel):
     body_timeout_s: float = Field(default=10.0, gt=0)
     keepalive_timeout_s: float = Field(default=5.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
+
+
+class FetchSettings(BaseModel):
+    """The fetcher (``paystream fetch``). Rate and burst come from each account's ``fetch_rate_per_s`` /
+    ``fetch_burst``."""
+
+    group_id: str = "paystream-fetch"
+    # Attempts per request for retryable outcomes (5xx, timeouts, 429); after the last one the failure
+    # itself is published as the result, and the processors' polling schedule asks again later.
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    # Requests in flight per provider (over all its accounts); also the worker count per account.
+    in_flight_per_provider: int = Field(default=8, ge=1)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_reset_s: float = Field(default=30.0, gt=0)
+    # False lifts the token buckets (benchmarks only).
+    rate_limit: bool = True
+    # With several fetcher replicas each takes this share of every account's rate.
+    replicas: int = Field(default=1, ge=1)
+    # Requests held (waiting for not-before, queued or in flight) before the consumer pauses.
+    max_pending: int = Field(default=10_000, ge=1)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    shutdown_grace_s: float = Field(default=20.0, gt=0)
+    # Stripe Events sweeps: "events" (every event) and "undelivered" (delivery_success=false).
+    stripe_sweeps: tuple[Literal["events", "undelivered"], ...] = ("events", "undelivered")
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+    sweep_page_limit: int = Field(default=100, ge=1, le=100)
+    sweep_max_pages: int = Field(default=50, ge=1)
+    # First run without a cursor: start this far back.
+    sweep_lookback_s: float = Field(default=3600.0, gt=0)
+    # The undelivered sweep only looks at events at least this old: younger ones are usually still
+    # being delivered, and the webhook will bring them.
+    undelivered_settle_s: float = Field(default=300.0, ge=0)
 
 
 class SnsSettings(BaseModel):
@@ -184,6 +221,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     sns: SnsSettings = Field(default_factory=SnsSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
     # Bearer tokens accepted on POST /v1/observations (references, like account secrets).
     observation_tokens: list[str] = Field(default_factory=list)
     # provider -> account name -> account configuration

@@ -62,6 +62,7 @@ def unique_topics(base: TopicSettings, *, partitions: int = 3) -> TopicSettings:
             "fetch_results": f"t{tag}.payments.fetch.results.v1",
             "status": f"t{tag}.payments.status.v1",
             "dlq": f"t{tag}.payments.dlq.v1",
+            "fetch_cursors": f"t{tag}.payments.fetch.cursors.v1",
             "partitions": partitions,
         }
     )

@@ -1,0 +1,62 @@
+"""Which offsets may be committed when requests finish out of order.
+
+Requests of one partition finish in any order (different not-before times, different providers), so the
+committable offset of a partition is the lowest offset still in progress, or one past the highest seen
+when nothing is: a request is never committed before its result (or its retry) is acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from ingest.fetch.engine import Job
+
+
+@dataclass(slots=True)
+class _PartitionProgress:
+    in_progress: dict[int, Job] = field(default_factory=dict)
+    next_offset: int | None = None  # one past the highest offset seen
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._partitions: dict[Any, _PartitionProgress] = {}
+        self._committed: dict[Any, int] = {}
+
+    def add(self, tp: TopicPartition, offset: int, job: Job | None = None) -> None:
+        progress = self._partitions.setdefault(tp, _PartitionProgress())
+        if job is not None:
+            progress.in_progress[offset] = job
+        progress.next_offset = max(progress.next_offset or 0, offset + 1)
+
+    def done(self, tp: TopicPartition, offset: int) -> None:
+        progress = self._partitions.get(tp)
+        if progress is not None:
+            progress.in_progress.pop(offset, None)
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """Offsets that moved since the last call to :meth:`committed`."""
+        offsets: dict[TopicPartition, int] = {}
+        for tp, progress in self._partitions.items():
+            if progress.next_offset is None:
+                continue
+            offset = min(progress.in_progress) if progress.in_progress else progress.next_offset
+            if self._committed.get(tp) != offset:
+                offsets[tp] = offset
+        return offsets
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        self._committed.update(offsets)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """The partitions went to another consumer: their waiting jobs are dropped, not fetched."""
+        for tp in partitions:
+            progress = self._partitions.pop(tp, None)
+            self._committed.pop(tp, None)
+            if progress is not None:
+                for job in progress.in_progress.values():
+                    job.cancelled = True

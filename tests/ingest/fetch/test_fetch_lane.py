@@ -1,0 +1,167 @@
+"""What the fetcher does with each kind of provider answer (one provider account, real HTTP double)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from provider_double.server import Answer, ProviderDouble
+
+from ingest.fetch.clients import Lanes, build_lanes
+from ingest.fetch.lane import ProviderLane
+from ingest.fetch.options import FetchOptions
+from paystream.config import Settings
+from paystream.metrics import registry
+from schemas.envelopes import FetchRequest, from_rfc3339, to_rfc3339
+
+OPTIONS = FetchOptions(
+    max_attempts=3, backoff_base_s=2.0, circuit_failure_threshold=2, circuit_reset_s=0.3, request_timeout_s=0.5
+)
+
+
+def request(provider: str = "mollie", object_type: str = "payment", object_id: str = "tr_1", attempt: int = 1):
+    account = "eu-main" if provider == "amazon_pay" else "main"
+    now = to_rfc3339(datetime.now(UTC))
+    return FetchRequest(
+        payment_key=f"{provider}:{account}:{object_type}:{object_id}",
+        provider=provider,
+        account=account,
+        object_type=object_type,
+        object_id=object_id,
+        reason="thin_push",
+        not_before=now,
+        requested_at=now,
+        request_id=f"evt_{object_id}:fetch",
+        attempt=attempt,
+    )
+
+
+@pytest.fixture
+async def lanes(settings_with: Callable[..., Settings]) -> AsyncIterator[Lanes]:
+    built = build_lanes(settings_with(), OPTIONS.model_copy())
+    yield built
+    await built.close()
+
+
+def mollie(lanes: Lanes) -> ProviderLane:
+    lane = lanes.by_account[("mollie", "main")]
+    lane._uniform = lambda: 0.5  # deterministic jitter
+    return lane
+
+
+def fetches(provider: str, outcome: str) -> float:
+    return registry.get_sample_value("paystream_fetches_total", {"provider": provider, "outcome": outcome}) or 0.0
+
+
+async def test_ok_answer_is_published_with_the_body_as_fetched(double: ProviderDouble, lanes: Lanes) -> None:
+    double.set_object("mollie", "payment", "tr_1", {"id": "tr_1", "status": "paid"})
+    before = fetches("mollie", "ok")
+    decision = await mollie(lanes).execute(request())
+    assert decision.result is not None
+    assert decision.result.outcome == "ok"
+    assert decision.result.http_status == 200
+    assert orjson.loads(decision.result.body) == {"id": "tr_1", "status": "paid"}
+    assert fetches("mollie", "ok") == before + 1
+
+
+async def test_same_state_fetched_twice_has_the_same_fetch_id(double: ProviderDouble, lanes: Lanes) -> None:
+    double.set_object("mollie", "payment", "tr_1", {"id": "tr_1", "status": "open"})
+    first = (await mollie(lanes).execute(request())).result
+    second = (await mollie(lanes).execute(request())).result
+    double.set_object("mollie", "payment", "tr_1", {"id": "tr_1", "status": "paid"})
+    third = (await mollie(lanes).execute(request())).result
+    assert first is not None and second is not None and third is not None
+    assert first.fetch_id == second.fetch_id
+    assert third.fetch_id != first.fetch_id
+
+
+async def test_not_found_is_final(lanes: Lanes) -> None:
+    decision = await mollie(lanes).execute(request(object_id="tr_missing"))
+    assert decision.result is not None
+    assert decision.result.outcome == "not_found"
+    assert decision.result.http_status == 404
+
+
+async def test_unsupported_object_type_makes_no_call(double: ProviderDouble, lanes: Lanes) -> None:
+    decision = await mollie(lanes).execute(request(object_type="refund"))
+    assert decision.result is not None
+    assert decision.result.outcome == "unsupported"
+    assert double.count("mollie") == 0
+
+
+async def test_429_retry_after_sets_the_next_not_before(double: ProviderDouble, lanes: Lanes) -> None:
+    double.script("mollie", Answer(status=429, retry_after="7"))
+    started = datetime.now(UTC)
+    decision = await mollie(lanes).execute(request())
+    assert decision.retry is not None
+    assert decision.retry.attempt == 2
+    assert from_rfc3339(decision.retry.not_before) >= started + timedelta(seconds=7) - timedelta(milliseconds=1)
+
+
+async def test_429_pauses_the_account_for_retry_after(double: ProviderDouble, lanes: Lanes) -> None:
+    double.set_object("mollie", "payment", "tr_1", {"id": "tr_1"})
+    double.script("mollie", Answer(status=429, retry_after="1"))
+    await mollie(lanes).execute(request())
+    await mollie(lanes).execute(request())
+    first, second = double.requests
+    assert second.at - first.at >= 1.0
+
+
+async def test_server_error_is_retried_later_with_backoff(double: ProviderDouble, lanes: Lanes) -> None:
+    double.script("mollie", Answer(status=503))
+    started = datetime.now(UTC)
+    decision = await mollie(lanes).execute(request(attempt=2))
+    assert decision.retry is not None
+    assert decision.retry.attempt == 3
+    # attempt 2: ceiling base*2 = 4 s, jitter fixed at 0.5 -> 2 s
+    delay = (from_rfc3339(decision.retry.not_before) - started).total_seconds()
+    assert 1.99 <= delay <= 2.5
+
+
+async def test_server_error_on_the_last_attempt_is_published(double: ProviderDouble, lanes: Lanes) -> None:
+    double.script("mollie", Answer(status=500))
+    decision = await mollie(lanes).execute(request(attempt=OPTIONS.max_attempts))
+    assert decision.result is not None
+    assert decision.result.outcome == "server_error"
+    assert decision.result.http_status == 500
+
+
+async def test_timeout_is_retried(double: ProviderDouble, lanes: Lanes) -> None:
+    double.script("mollie", Answer(delay_s=2.0))
+    decision = await mollie(lanes).execute(request())
+    assert decision.retry is not None
+    assert decision.retry.attempt == 2
+
+
+async def test_circuit_opens_and_recovers(double: ProviderDouble, lanes: Lanes) -> None:
+    double.set_object("mollie", "payment", "tr_1", {"id": "tr_1", "status": "paid"})
+    double.script("mollie", Answer(status=500), Answer(status=500))
+    lane = mollie(lanes)
+    await lane.execute(request())
+    await lane.execute(request())
+    calls_when_opened = double.count("mollie")
+    rejected = await lane.execute(request())
+    assert double.count("mollie") == calls_when_opened  # open: no call went out
+    assert rejected.retry is not None
+    assert rejected.retry.attempt == 1  # waiting for the circuit is not an attempt
+    assert registry.get_sample_value("paystream_fetch_circuit_state", {"provider": "mollie"}) == 2
+    lane.circuit._opened_at -= OPTIONS.circuit_reset_s  # the reset period has passed
+    probe = await lane.execute(request())
+    assert probe.result is not None and probe.result.outcome == "ok"
+    assert registry.get_sample_value("paystream_fetch_circuit_state", {"provider": "mollie"}) == 0
+
+
+async def test_amazon_pay_lane_fetches_a_signed_charge(double: ProviderDouble, lanes: Lanes) -> None:
+    double.set_object("amazon_pay", "charge", "S02-1", {"chargeId": "S02-1", "statusDetails": {"state": "Captured"}})
+    decision = await lanes.by_account[("amazon_pay", "eu-main")].execute(request("amazon_pay", "charge", "S02-1"))
+    assert decision.result is not None and decision.result.outcome == "ok"
+    assert double.requests[-1].signature == "ok"
+
+
+async def test_stripe_lane_fetches_a_payment_intent(double: ProviderDouble, lanes: Lanes) -> None:
+    double.set_object("stripe", "payment_intent", "pi_1", {"id": "pi_1", "status": "succeeded"})
+    decision = await lanes.by_account[("stripe", "main")].execute(request("stripe", "payment_intent", "pi_1"))
+    assert decision.result is not None and decision.result.outcome == "ok"
+    assert orjson.loads(decision.result.body)["status"] == "succeeded"

@@ -1,0 +1,60 @@
+"""Committable offsets when requests finish out of order."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+
+from ingest.fetch.engine import Job
+from ingest.fetch.offsets import OffsetTracker
+from schemas.envelopes import FetchRequest
+
+TP = TopicPartition("payments.fetch.requests.v1", 0)
+
+
+def _job() -> Job:
+    request = FetchRequest(
+        payment_key="stripe:main:payment_intent:pi_1",
+        provider="stripe",
+        account="main",
+        object_type="payment_intent",
+        object_id="pi_1",
+        reason="stale",
+        not_before="2024-01-01T00:00:00.000Z",
+        requested_at="2024-01-01T00:00:00.000Z",
+        request_id="r1",
+    )
+    return Job(request)
+
+
+def test_commit_stops_at_the_oldest_request_in_progress() -> None:
+    tracker = OffsetTracker()
+    for offset in (10, 11, 12):
+        tracker.add(TP, offset, _job())
+    tracker.done(TP, 11)
+    tracker.done(TP, 12)
+    assert tracker.committable() == {TP: 10}
+
+
+def test_commit_moves_past_everything_once_all_are_done() -> None:
+    tracker = OffsetTracker()
+    for offset in (10, 11):
+        tracker.add(TP, offset, _job())
+    tracker.done(TP, 10)
+    tracker.done(TP, 11)
+    assert tracker.committable() == {TP: 12}
+
+
+def test_unchanged_offsets_are_not_committed_again() -> None:
+    tracker = OffsetTracker()
+    tracker.add(TP, 5)
+    tracker.committed(tracker.committable())
+    assert tracker.committable() == {}
+
+
+def test_forgotten_partitions_cancel_their_waiting_jobs() -> None:
+    tracker = OffsetTracker()
+    job = _job()
+    tracker.add(TP, 3, job)
+    tracker.forget([TP])
+    assert job.cancelled
+    assert tracker.committable() == {}
