@@ -69,6 +69,11 @@ class RequestTimeout(RejectedDelivery):
     code = "request_timeout"
 
 
+class MethodNotAllowed(RejectedDelivery):
+    status = 405
+    code = "method_not_allowed"
+
+
 class TooManyHints(RejectedDelivery):
     status = 429
     code = "rate_limited"
@@ -157,7 +162,7 @@ class IngestApp:
             await self._get(path, send)
             return
         if method != "POST":
-            await _respond(send, 405, _error("method_not_allowed", "use POST"))
+            await self._reject(send, MethodNotAllowed(f"{method} is not served here; use POST"), "none", "none")
             return
         parts = path.strip("/").split("/")
         if len(parts) == 3 and parts[0] == "webhooks":
@@ -165,7 +170,7 @@ class IngestApp:
         elif path == "/v1/observations":
             await self._observation(scope, receive, send)
         else:
-            await _respond(send, 404, _error("not_found", "no such route"))
+            await self._reject(send, UnknownRoute("no such route", code="not_found"), "none", "none")
 
     async def _get(self, path: str, send: Send) -> None:
         if path == "/healthz":

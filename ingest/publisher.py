@@ -38,12 +38,8 @@ class InboxPublisher:
         self._settings = settings
         self._topic = settings.topics.inbox
         self._timeout_s = settings.kafka.send_timeout_s
-        self._producer = producer or make_producer(
-            settings,
-            client_suffix="ingest",
-            request_timeout_ms=int(self._timeout_s * 1000),
-            retry_backoff_ms=100,
-        )
+        # aiokafka binds a producer to the running loop, so it is built in start() unless given.
+        self._producer: AIOKafkaProducer | None = producer
         self._started = False
         self._ready = asyncio.Event()
         self._probe_task: asyncio.Task[None] | None = None
@@ -53,8 +49,19 @@ class InboxPublisher:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    def _new_producer(self) -> AIOKafkaProducer:
+        return make_producer(
+            self._settings,
+            client_suffix="ingest",
+            # batches not sent within the send timeout expire instead of landing after our 503
+            request_timeout_ms=int(self._timeout_s * 1000),
+            retry_backoff_ms=100,
+        )
+
     async def start(self) -> None:
         """Connect in the background: ingest serves (503s) even while Kafka is still down."""
+        if self._producer is None:
+            self._producer = self._new_producer()
         self._probe_task = asyncio.create_task(self._reconnect_loop(), name="inbox-publisher-probe")
 
     async def stop(self) -> None:
@@ -63,7 +70,7 @@ class InboxPublisher:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
-        if self._started:
+        if self._started and self._producer is not None:
             # flush what is in flight: every acknowledged delivery is already on the broker, the rest
             # were answered 503 or are awaiting their ack right now (graceful drain).
             with contextlib.suppress(KafkaError, OSError):
@@ -72,7 +79,7 @@ class InboxPublisher:
 
     async def publish(self, envelopes: Sequence[InboxEnvelope]) -> None:
         """Send every envelope and wait until Kafka acknowledged all of them (acks=all)."""
-        if not self.ready:
+        if not self.ready or self._producer is None:
             raise BrokerUnavailable("Kafka is unavailable")
         started = time.perf_counter()
         try:
@@ -103,6 +110,8 @@ class InboxPublisher:
 
     async def _reconnect_loop(self) -> None:
         while not self._closing:
+            if self._producer is None:
+                self._producer = self._new_producer()
             try:
                 if not self._started:
                     await asyncio.wait_for(self._producer.start(), timeout=self._timeout_s * 2)
@@ -121,8 +130,5 @@ class InboxPublisher:
                     # a failed start leaves the producer unusable; build a fresh one
                     with contextlib.suppress(Exception):
                         await self._producer.stop()
-                    self._producer = make_producer(
-                        self._settings, client_suffix="ingest",
-                        request_timeout_ms=int(self._timeout_s * 1000), retry_backoff_ms=100,
-                    )
+                    self._producer = self._new_producer()
                 await asyncio.sleep(PROBE_INTERVAL_S)
