@@ -28,7 +28,6 @@ from ingest.observations import ObservationIntake
 from ingest.providers import PUSH_PROVIDERS, PushSpec
 from ingest.providers.amazon_pay import sns
 from ingest.providers.amazon_pay.certs import CertificateStore
-from ingest.providers.amazon_pay.sns import install_certificate_store
 from ingest.providers.mollie.verify import HintLimiter
 from ingest.publisher import InboxPublisher
 from ingest.subscriptions import SubscriptionHandler
@@ -101,7 +100,6 @@ class IngestApp:
             timeout_s=settings.sns.fetch_timeout_s,
             max_bytes=settings.sns.max_cert_bytes,
         )
-        install_certificate_store(self.certificates)  # the SNS verifier uses this store, not a bare default
         self._verifiers = {name: spec.verify for name, spec in PUSH_PROVIDERS.items()}
         # SNS verification needs this app's certificate store (pre-seeded, cached per process).
         self._verifiers["amazon_pay"] = functools.partial(sns.verify, store=self.certificates)
@@ -313,6 +311,8 @@ class IngestApp:
         if exc.status == 401 and provider != "sync":
             metrics.SIGNATURE_FAILURES.labels(provider=provider, reason=exc.code).inc()
         extra: list[tuple[bytes, bytes]] = []
+        if exc.status in (408, 413):
+            extra.append((b"connection", b"close"))  # do not read (and discard) the rest of the body
         if isinstance(exc, TooManyHints):
             extra.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
         await _respond(send, exc.status, _error(exc.code, exc.detail), extra_headers=extra)

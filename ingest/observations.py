@@ -28,7 +28,7 @@ class ObservationIntake:
         self._tokens = [resolve_secret(ref).get_secret_value().encode() for ref in settings.observation_tokens]
         self._accounts = accounts
         self._validator = Draft202012Validator(
-            load_schema("observation-request"), format_checker=FormatChecker()
+            load_schema("observation-request"), format_checker=FormatChecker(formats=["date-time"])  # all formats: ~5 s of start-up
         )
 
     def authenticate(self, authorization: str | None) -> str:

@@ -5,10 +5,12 @@ The publisher knows whether Kafka is reachable. After a send fails or times out 
 until a background probe gets a metadata round trip again — so an outage costs providers one fast
 503 per delivery instead of a hung connection each.
 
-Records whose send timed out are not left to reach the topic later by surprise: the ingest producer's
-request timeout equals the send timeout, so its accumulator expires them shortly after we gave up. A
-record that was already on the wire may still land; the provider's retry then carries the same delivery
-id and the processors' dedupe absorbs it (at-least-once, never lost).
+Records whose send failed are not left to reach the topic later by surprise: aiokafka never expires
+the batches of an idempotent producer (it retries them until the broker is back), so after a failure
+the producer is discarded — its sender task cancelled, which fails every queued batch — and a fresh
+one is built when Kafka answers again. A record that was already on the wire may still land; the
+provider's retry then carries the same delivery id and the processors' dedupe absorbs it
+(at-least-once, never lost).
 """
 
 from __future__ import annotations
@@ -70,36 +72,51 @@ class InboxPublisher:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
-        if self._started and self._producer is not None:
+        if self._producer is not None:
             # flush what is in flight: every acknowledged delivery is already on the broker, the rest
             # were answered 503 or are awaiting their ack right now (graceful drain).
-            with contextlib.suppress(KafkaError, OSError):
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await asyncio.wait_for(self._producer.stop(), timeout=self._timeout_s * 2)
         self._set_ready(False)
 
     async def publish(self, envelopes: Sequence[InboxEnvelope]) -> None:
         """Send every envelope and wait until Kafka acknowledged all of them (acks=all)."""
-        if not self.ready or self._producer is None:
+        producer = self._producer
+        if not self.ready or producer is None:
             raise BrokerUnavailable("Kafka is unavailable")
         started = time.perf_counter()
         try:
             futures = [
-                await self._producer.send(self._topic, envelope.to_bytes(), key=envelope.key)
+                await producer.send(self._topic, envelope.to_bytes(), key=envelope.key)
                 for envelope in envelopes
             ]
             await asyncio.wait_for(asyncio.gather(*futures), timeout=self._timeout_s)
         except (TimeoutError, KafkaError, OSError) as exc:
-            self._mark_broken(exc)
+            await self._mark_broken(exc)
             reason = f"Kafka did not acknowledge within {self._timeout_s}s: {type(exc).__name__}"
             raise BrokerUnavailable(reason) from exc
         metrics.PRODUCE_SECONDS.labels(topic="inbox").observe(time.perf_counter() - started)
 
-    def _mark_broken(self, exc: BaseException) -> None:
+    async def _mark_broken(self, exc: BaseException) -> None:
         if self.ready:
             log.warning("kafka_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
         self._set_ready(False)
+        await self._discard_producer()
         if not self._closing and (self._probe_task is None or self._probe_task.done()):
             self._probe_task = asyncio.create_task(self._reconnect_loop(), name="inbox-publisher-probe")
+
+    async def _discard_producer(self) -> None:
+        producer, self._producer, started = self._producer, None, self._started
+        self._started = False
+        if producer is None or not started:
+            return
+        # The sender task's done-callback fails every batch still queued (aiokafka internals: there is
+        # no public way to drop an idempotent producer's queue); stop() then returns without flushing.
+        sender_task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+        if sender_task is not None:
+            sender_task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), timeout=self._timeout_s)
 
     def _set_ready(self, ready: bool) -> None:
         if ready:
@@ -113,22 +130,15 @@ class InboxPublisher:
             if self._producer is None:
                 self._producer = self._new_producer()
             try:
-                if not self._started:
-                    await asyncio.wait_for(self._producer.start(), timeout=self._timeout_s * 2)
-                    self._started = True
-                else:
-                    updated = await asyncio.wait_for(self._producer.client.force_metadata_update(), self._timeout_s)
-                    if not updated:
-                        raise KafkaError("metadata update failed")
-                    await asyncio.wait_for(self._producer.partitions_for(self._topic), self._timeout_s)
+                await asyncio.wait_for(self._producer.start(), timeout=self._timeout_s * 2)
+                self._started = True
+                await asyncio.wait_for(self._producer.partitions_for(self._topic), self._timeout_s)
                 self._set_ready(True)
                 log.info("kafka_ready", topic=self._topic)
                 return
             except (TimeoutError, KafkaError, OSError) as exc:
                 log.debug("kafka_probe_failed", error=type(exc).__name__)
-                if not self._started:
-                    # a failed start leaves the producer unusable; build a fresh one
-                    with contextlib.suppress(Exception):
-                        await self._producer.stop()
-                    self._producer = self._new_producer()
+                # a producer whose start failed is unusable: drop it and try a fresh one
+                self._started = True
+                await self._discard_producer()
                 await asyncio.sleep(PROBE_INTERVAL_S)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -33,6 +33,21 @@ def from_rfc3339(text: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment
+
+
+def _encode_extra(value: object) -> object:
+    """orjson ``default``: raw bytes travel as base64; mappings as plain dicts."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def _dumps(record: object) -> bytes:
+    # orjson serializes dataclasses natively (no deep copy, unlike dataclasses.asdict): this is the
+    # ingest hot path.
+    return orjson.dumps(record, default=_encode_extra)
 
 
 def _loads(raw: bytes, what: str) -> dict[str, Any]:
@@ -75,9 +90,7 @@ class InboxEnvelope:
         return f"{self.provider}:{self.account}:{self.delivery_id}".encode()
 
     def to_bytes(self) -> bytes:
-        record = asdict(self)
-        record["body"] = base64.b64encode(self.body).decode("ascii")
-        return orjson.dumps(record)
+        return _dumps(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> InboxEnvelope:
@@ -112,7 +125,7 @@ class FetchRequest:
         return self.payment_key.encode()
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return _dumps(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> FetchRequest:
@@ -152,9 +165,7 @@ class FetchResult:
         return self.payment_key.encode()
 
     def to_bytes(self) -> bytes:
-        record = asdict(self)
-        record["body"] = base64.b64encode(self.body).decode("ascii")
-        return orjson.dumps(record)
+        return _dumps(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> FetchResult:
