@@ -38,7 +38,7 @@ test-unit: install  ## tests that need no broker
 	$(PY) -m pytest -m "not kafka and not s3" $(PYTEST_ARGS)
 
 run: install  ## run the whole pipeline locally with demo traffic; Ctrl-C stops everything
-	$(PY) -m paystream.devrun
+	$(PY) deploy/local/run.py
 
 lint: install  ## ruff and mypy
 	$(VENV)/bin/ruff check .
