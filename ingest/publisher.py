@@ -19,14 +19,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from paystream import metrics
 from paystream.config import Settings
-from paystream.errors import BrokerUnavailable
-from paystream.kafka import make_producer
+from paystream.errors import BrokerUnavailable, InfrastructureError
+from paystream.kafka import ensure_topics, make_producer
 from paystream.logs import get_logger
 from schemas.envelopes import InboxEnvelope
 
@@ -43,6 +44,7 @@ class InboxPublisher:
         # aiokafka binds a producer to the running loop, so it is built in start() unless given.
         self._producer: AIOKafkaProducer | None = producer
         self._started = False
+        self._topics_checked = False
         self._ready = asyncio.Event()
         self._probe_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -51,13 +53,14 @@ class InboxPublisher:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def _new_producer(self) -> AIOKafkaProducer:
+    def _new_producer(self, **overrides: Any) -> AIOKafkaProducer:
         return make_producer(
             self._settings,
             client_suffix="ingest",
             # batches not sent within the send timeout expire instead of landing after our 503
             request_timeout_ms=int(self._timeout_s * 1000),
             retry_backoff_ms=100,
+            **overrides,
         )
 
     async def start(self) -> None:
@@ -132,11 +135,14 @@ class InboxPublisher:
             try:
                 await asyncio.wait_for(self._producer.start(), timeout=self._timeout_s * 2)
                 self._started = True
+                if not self._topics_checked:  # the processes create the topics they need (idempotent)
+                    await ensure_topics(self._settings, timeout_s=self._timeout_s * 2)
+                    self._topics_checked = True
                 await asyncio.wait_for(self._producer.partitions_for(self._topic), self._timeout_s)
                 self._set_ready(True)
                 log.info("kafka_ready", topic=self._topic)
                 return
-            except (TimeoutError, KafkaError, OSError) as exc:
+            except (TimeoutError, KafkaError, OSError, InfrastructureError) as exc:
                 log.debug("kafka_probe_failed", error=type(exc).__name__)
                 # a producer whose start failed is unusable: drop it and try a fresh one
                 self._started = True

@@ -11,8 +11,10 @@ back (other providers' progress keeps being committed) and the pending retry sur
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import signal
 from datetime import UTC, datetime
 from functools import partial
 
@@ -29,8 +31,9 @@ from ingest.fetch.options import FetchOptions
 from ingest.fetch.sweep import StripeEventSweep
 from paystream.config import Settings
 from paystream.errors import NormalizationError
-from paystream.kafka import make_consumer, make_producer
+from paystream.kafka import ensure_topics, make_consumer, make_producer
 from paystream.logs import get_logger
+from paystream.probes import probe_server
 from schemas.envelopes import FetchRequest, FetchResult, to_rfc3339
 
 log = get_logger(__name__)
@@ -84,7 +87,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class _Fetcher:
-    def __init__(self, settings: Settings, stop: asyncio.Event, options: FetchOptions) -> None:
+    def __init__(
+        self, settings: Settings, stop: asyncio.Event, options: FetchOptions, ready: asyncio.Event | None = None
+    ) -> None:
         self.settings = settings
         self.stop = stop
         self.options = options
@@ -98,6 +103,7 @@ class _Fetcher:
         self.engine: FetchEngine | None = None
         self.cursors: CursorStore | None = None
         self.sweeps: list[StripeEventSweep] = []
+        self.ready = ready or asyncio.Event()
 
     async def commit(self, only: set[TopicPartition] | None = None) -> None:
         offsets = self.tracker.committable()
@@ -122,6 +128,7 @@ class _Fetcher:
             await self._start_sweeps()
             self.engine.start()
             log.info("fetcher_started", accounts=sorted(f"{p}:{a}" for p, a in self.lanes.by_account))
+            self.ready.set()
             sweeping = asyncio.create_task(self._sweep_loop(), name="fetch-sweeps")
             background = [sweeping, asyncio.create_task(self._commit_loop(), name="fetch-commits")]
             await self._consume_loop()
@@ -231,6 +238,27 @@ class _Fetcher:
                 await asyncio.wait_for(self.stop.wait(), self.options.sweep_interval_s)
 
 
-async def run_fetcher(settings: Settings, stop: asyncio.Event, options: FetchOptions | None = None) -> None:
-    """Run the fetcher until ``stop`` is set, then finish in-flight calls, commit and close."""
-    await _Fetcher(settings, stop, options or settings.fetch).run()
+async def run_fetcher(
+    settings: Settings, stop: asyncio.Event, options: FetchOptions | None = None, ready: asyncio.Event | None = None
+) -> None:
+    """Run the fetcher until ``stop`` is set, then finish in-flight calls, commit and close.
+
+    ``ready`` is set once the fetcher is connected and consuming (its /readyz).
+    """
+    await _Fetcher(settings, stop, options or settings.fetch, ready).run()
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    """The ``paystream fetch`` subcommand: fetch until SIGINT / SIGTERM, then drain and stop."""
+
+    async def fetch_until_signalled() -> None:
+        stop, ready = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await ensure_topics(settings)
+        async with probe_server(settings, ready.is_set):
+            await run_fetcher(settings, stop, ready=ready)
+
+    asyncio.run(fetch_until_signalled())
+    return 0

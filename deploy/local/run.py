@@ -1,0 +1,107 @@
+"""`make run`: the whole pipeline locally on its embedded defaults, with demo traffic.
+
+1. starts the local stack (Kafka from Maven Central jars, moto S3) and the archive bucket;
+2. prepares throw-away demo keys (deploy/local/demo_material.py) and starts the local test provider;
+3. runs `paystream run` (ingest, process, fetch, archive + the status stream in the foreground);
+4. starts the demo traffic generator once ingest is ready.
+Ctrl-C stops everything it started, the stack included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+import demo_material  # noqa: E402
+
+PYTHON = sys.executable
+
+
+def wait_http(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback)
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+def ensure_bucket(env: dict[str, str]) -> None:
+    subprocess.run([PYTHON, "-c", (
+        "import boto3, botocore.exceptions as e\n"
+        "from paystream.config import load_settings\n"
+        "s = load_settings().s3\n"
+        "c = boto3.client('s3', endpoint_url=s.endpoint_url or None, region_name=s.region)\n"
+        "try: c.create_bucket(Bucket=s.bucket)\n"
+        "except e.ClientError as x:\n"
+        "    if x.response['Error']['Code'] not in ('BucketAlreadyOwnedByYou', 'BucketAlreadyExists'): raise\n"
+    )], check=True, env=env, cwd=ROOT)
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=25)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def main() -> int:
+    stack = [PYTHON, str(HERE / "stack.py")]
+    if subprocess.run([*stack, "start"], cwd=ROOT, check=False).returncode != 0:
+        subprocess.run([*stack, "stop"], cwd=ROOT, check=False)
+        return 1
+    material = demo_material.prepare()
+    env = {**os.environ, **material.env}
+    log_dir = ROOT / ".local" / "run"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    provider = pipeline = traffic = None
+    try:
+        ensure_bucket(env)
+        with (log_dir / "provider.log").open("ab") as log:
+            provider = subprocess.Popen(
+                [PYTHON, str(ROOT / "tests" / "provider_double" / "server.py"),
+                 "--port", str(demo_material.PROVIDER_PORT),
+                 "--amazon-public-key", f"{demo_material.AMAZON_PAY_KEY_ID}={material.amazon_pay_public_key}"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT, env=env,
+            )
+        if not wait_http(f"http://127.0.0.1:{demo_material.PROVIDER_PORT}/_double/requests", 20):
+            print("[run] the local test provider did not start; see .local/run/provider.log", file=sys.stderr)
+            return 1
+        pipeline = subprocess.Popen([PYTHON, "-m", "paystream.cli", "--log-format", "json", "run"],
+                                    cwd=ROOT, env=env, start_new_session=True)
+        if wait_http(f"{demo_material.INGEST_URL}/readyz", 90):
+            with (log_dir / "demo-traffic.log").open("ab") as log:
+                traffic = subprocess.Popen([PYTHON, str(HERE / "demo_traffic.py"), "--loop"], cwd=ROOT, env=env,
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            print("[run] demo traffic started (log: .local/run/demo-traffic.log); Ctrl-C stops everything",
+                  flush=True)
+        return pipeline.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
+        for process in (traffic, pipeline, provider):
+            stop(process)
+        subprocess.run([*stack, "stop"], cwd=ROOT, check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
