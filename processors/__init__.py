@@ -1,0 +1,1 @@
+"""Stream processing: normalize provider records, reconcile them per payment, schedule fetches."""

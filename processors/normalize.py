@@ -1,0 +1,166 @@
+"""Normalize: inbox envelopes and fetch results → observations and fetch requests (pure, no Kafka).
+
+* ``event`` (a thick push): the provider parser's observations, ``source=push`` (``replay`` when replayed).
+* ``thin``: a fetch request per object the push names (``reason=thin_push``); no status is read from it.
+* ``hint`` (unsigned, Mollie): a fetch request (``reason=hint``), rate-limited per account; never a status.
+* ``sync`` (POST /v1/observations): the reported state as an observation with ``source=sync``, and a
+  fetch request (``reason=registered``) when the checkout registered the payment to be polled.
+* fetch results with outcome ``ok``: the provider parser's observations, ``source=poll``.
+
+Every failure raises :class:`NormalizationError` (DLQ); nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from paystream.config import AccountConfig, Settings
+from paystream.errors import NormalizationError
+from paystream.metrics import HINTS_RATE_LIMITED
+from processors import providers
+from processors.codec import ObservationRecord
+from processors.parse_support import field_of, iso_time, load_object, optional_field
+from schemas.envelopes import FetchReason, FetchRequest, FetchResult, InboxEnvelope, from_rfc3339, to_rfc3339
+from schemas.observation import Observation, payment_key
+from schemas.status import Source
+from schemas.transitions import kind_of
+
+
+@dataclass(slots=True)
+class Normalized:
+    observations: list[ObservationRecord] = field(default_factory=list)
+    fetch_requests: list[FetchRequest] = field(default_factory=list)
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; one token per hint."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = float(burst)
+        self.updated = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class Normalizer:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.hint_buckets: dict[tuple[str, str], TokenBucket] = {}
+
+    def account_config(self, provider: str, account: str) -> AccountConfig | None:
+        return self.settings.account(provider, account)
+
+    def inbox(self, envelope: InboxEnvelope, now: datetime) -> Normalized:
+        received_at = from_rfc3339(envelope.received_at)
+        if envelope.kind == "event":
+            source = Source.REPLAY if envelope.replay else Source.PUSH
+            observations = providers.parse(
+                envelope.provider, envelope.body, account=envelope.account,
+                account_config=self.account_config(envelope.provider, envelope.account), source=source,
+                evidence_id=envelope.delivery_id, observed_at=received_at, object_kind="event",
+            )
+            return Normalized(observations=[ObservationRecord(obs) for obs in observations])
+        if envelope.kind == "thin":
+            return Normalized(fetch_requests=self._fetches(envelope, "thin_push", now))
+        if envelope.kind == "hint":
+            if not self._hint_allowed(envelope.provider, envelope.account):
+                HINTS_RATE_LIMITED.labels(envelope.provider, envelope.account).inc()
+                return Normalized()
+            return Normalized(fetch_requests=self._fetches(envelope, "hint", now))
+        if envelope.kind == "sync":
+            return self._sync(envelope, received_at, now)
+        raise NormalizationError(f"inbox envelope of unknown kind {envelope.kind!r}", reason="malformed_envelope")
+
+    def fetch_result(self, result: FetchResult) -> Normalized:
+        if result.outcome != "ok":
+            return Normalized()  # the fetcher counts and retries its failures; nothing was observed
+        observations = providers.parse(
+            result.provider, result.body, account=result.account,
+            account_config=self.account_config(result.provider, result.account), source=Source.POLL,
+            evidence_id=result.fetch_id, observed_at=from_rfc3339(result.fetched_at),
+            object_kind=result.object_kind,
+        )
+        return Normalized(observations=[ObservationRecord(obs, result.reason) for obs in observations])
+
+    def _hint_allowed(self, provider: str, account: str) -> bool:
+        bucket = self.hint_buckets.get((provider, account))
+        if bucket is None:
+            config = self.account_config(provider, account) or AccountConfig()
+            bucket = TokenBucket(config.hint_rate_per_s, config.hint_burst, self.clock)
+            self.hint_buckets[(provider, account)] = bucket
+        return bucket.take()
+
+    def _fetches(self, envelope: InboxEnvelope, reason: FetchReason, now: datetime) -> list[FetchRequest]:
+        targets = providers.thin_targets(envelope.provider, envelope.body)
+        stamp = to_rfc3339(now)
+        return [
+            FetchRequest(
+                payment_key=payment_key(envelope.provider, envelope.account, target.object_type, target.object_id),
+                provider=envelope.provider, account=envelope.account, object_type=target.object_type,
+                object_id=target.object_id, reason=reason, not_before=stamp, requested_at=stamp,
+                request_id=f"{envelope.delivery_id}:fetch" + (f":{index}" if index else ""),
+                evidence_id=envelope.delivery_id,
+            )
+            for index, target in enumerate(targets)
+        ]
+
+    def _sync(self, envelope: InboxEnvelope, received_at: datetime, now: datetime) -> Normalized:
+        what = "sync observation"
+        body = load_object(envelope.body, what)
+        provider = field_of(body, "provider", str, what)
+        account = field_of(body, "account", str, what)
+        if (provider, account) != (envelope.provider, envelope.account):
+            raise NormalizationError(f"{what}: body names {provider}/{account}, envelope "
+                                     f"{envelope.provider}/{envelope.account}", reason="malformed_body")
+        object_type = field_of(body, "object_type", str, what)
+        object_id = field_of(body, "object_id", str, what)
+        result = Normalized()
+        state = body.get("state")
+        if state is not None:
+            if not isinstance(state, dict):
+                raise NormalizationError(f"{what}: state is not an object", reason="malformed_body")
+            result.observations.append(ObservationRecord(self._sync_observation(
+                envelope, body, state, object_type, object_id, received_at)))
+        if body.get("register_poll") is True:
+            stamp = to_rfc3339(now)
+            result.fetch_requests.append(FetchRequest(
+                payment_key=payment_key(provider, account, object_type, object_id), provider=provider,
+                account=account, object_type=object_type, object_id=object_id, reason="registered",
+                not_before=stamp, requested_at=stamp, request_id=f"{envelope.delivery_id}:registered",
+                evidence_id=envelope.delivery_id,
+            ))
+        if not result.observations and not result.fetch_requests:
+            raise NormalizationError(f"{what}: neither state nor register_poll", reason="malformed_body")
+        return result
+
+    def _sync_observation(
+        self, envelope: InboxEnvelope, body: dict[str, Any], state: dict[str, Any], object_type: str,
+        object_id: str, received_at: datetime,
+    ) -> Observation:
+        what = "sync observation state"
+        word = field_of(state, "provider_status", str, what)
+        config = self.account_config(envelope.provider, envelope.account)
+        status = providers.sync_status(envelope.provider, object_type, word, config)
+        occurred = state.get("occurred_at")
+        currency = optional_field(state, "currency", str, what)
+        return Observation(
+            provider=envelope.provider, account=envelope.account, object_type=object_type, object_id=object_id,
+            kind=kind_of(status), status=status, provider_status=word, source=Source.SYNC,
+            evidence_id=envelope.delivery_id,
+            occurred_at=received_at if occurred is None else iso_time(occurred, what), observed_at=received_at,
+            amount=optional_field(state, "amount", int, what), currency=currency.upper() if currency else None,
+            order_ref=optional_field(body, "order_ref", str, "sync observation"),
+        )
