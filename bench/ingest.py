@@ -303,12 +303,16 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
         requests = serialize(scenario["path"], pools[scenario["payload"]])
         warmup = await closed_loop(spec["port"], requests, WARMUP_S)  # connections, certificate cache
         results["warmup_ok"] += warmup["ok"]
+        if spec.get("profile_signals"):  # bench.profile_ingest: profile the measured window only
+            os.kill(spec["server_pid"], signal.SIGUSR1)
         cpu_before = cpu_seconds(spec["server_pid"])
         if scenario["mode"] == "closed":
             outcome = await closed_loop(spec["port"], requests, scenario["seconds"])
         else:
             outcome = await open_loop(spec["port"], requests, scenario["rate"], scenario["seconds"])
         server_cpu = cpu_seconds(spec["server_pid"]) - cpu_before
+        if spec.get("profile_signals"):
+            os.kill(spec["server_pid"], signal.SIGUSR2)
         outcome["server_cpu_s"] = round(server_cpu, 2)
         outcome["server_cpu_us_per_request"] = round(server_cpu / max(1, outcome["ok"]) * 1e6, 1)
         results[scenario["name"]] = outcome
@@ -362,9 +366,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _load(server: subprocess.Popen[bytes], port: int, scenarios: list[dict[str, Any]], sns_key: Path, scratch: Path,
-          env: dict[str, str]) -> Any:
+          env: dict[str, str], *, profile_signals: bool = False) -> Any:
     spec_file = scratch / f"spec-{uuid.uuid4().hex[:6]}.json"
-    spec = {"port": port, "server_pid": server.pid, "scenarios": scenarios, "sns_key": str(sns_key)}
+    spec = {"port": port, "server_pid": server.pid, "scenarios": scenarios, "sns_key": str(sns_key),
+            "profile_signals": profile_signals}
     spec_file.write_text(json.dumps(spec))
     out = subprocess.run([sys.executable, "-m", "bench.ingest", "load", str(spec_file)], cwd=ROOT, env=env,
                          capture_output=True, check=False, timeout=300)
@@ -400,7 +405,8 @@ async def _finish_topic(settings: Any) -> int:
     return int(count)
 
 
-def run() -> dict[str, Any]:
+def prepare() -> tuple[Any, Path, Path, dict[str, str]]:
+    """Fresh bench topics, signing material and a config for the real app: (settings, scratch, sns key, env)."""
     from paystream.config import load_settings
     from paystream.kafka import check_metadata
 
@@ -420,6 +426,11 @@ def run() -> dict[str, Any]:
            "PAYSTREAM_SNS__CERT_DIR": str(scratch / "sns-certs"), "PAYSTREAM_TOPICS__INBOX": topics.inbox,
            "PAYSTREAM_KAFKA_BOOTSTRAP": base.kafka.bootstrap, "PAYSTREAM_LOG_LEVEL": "warning",
            "PYTHONPATH": str(ROOT)}
+    return settings, scratch, sns_key, env
+
+
+def run() -> dict[str, Any]:
+    settings, scratch, sns_key, env = prepare()
     results: dict[str, Any] = {"command": ".venv/bin/python -m bench.ingest",
                                "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                "cpus": os.cpu_count(), "concurrency": CONCURRENCY, "rate": RATE}

@@ -16,6 +16,7 @@ name check and every rule stay exactly as in production.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import ssl
@@ -49,6 +50,9 @@ class CertificateUnavailable(InfrastructureError):
     code = "cert_fetch_failed"
 
 
+# Every message names its certificate URL and real traffic uses a handful: remember the good ones
+# (a refusal raises, and exceptions are never cached).
+@functools.lru_cache(maxsize=256)
 def validate_sns_url(url: str, *, code: str, require_pem: bool) -> str:
     """Return ``url`` if it is an https URL on an SNS host, else raise ``SignatureError(code=code)``."""
     if not _URL_CHARACTERS.fullmatch(url):
@@ -65,7 +69,7 @@ def validate_sns_url(url: str, *, code: str, require_pem: bool) -> str:
         raise SignatureError("URL carries userinfo", code=code)
     if port not in (None, 443):
         raise SignatureError("URL names a port other than 443", code=code)
-    if _is_ip_literal(host) or SNS_HOST.fullmatch(host) is None:
+    if SNS_HOST.fullmatch(host) is None or _is_ip_literal(host):
         raise SignatureError(f"{host!r} is not an SNS host", code=code)
     if require_pem and (not parts.path.endswith(".pem") or parts.query or parts.fragment):
         raise SignatureError("URL path is not a .pem file", code=code)
