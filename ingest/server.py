@@ -32,8 +32,8 @@ def uvicorn_config(settings: Settings, *, host: str, port: int, workers: int) ->
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # no client address is used; skips a middleware hop per request  # one structured line per rejection is ours to write; 2xx are counted
+        access_log=False,  # one structured line per rejection is ours to write; 2xx are counted
+        proxy_headers=False,  # no client address is used; skips a middleware hop per request
         log_config=None,  # structlog owns logging
         timeout_keep_alive=int(settings.http.keepalive_timeout_s),
         timeout_graceful_shutdown=int(settings.kafka.send_timeout_s * 2),
