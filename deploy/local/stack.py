@@ -347,8 +347,11 @@ def start(fresh: bool) -> None:
 
 
 def stop() -> None:
+    external = {"kafka": "PAYSTREAM_KAFKA_BOOTSTRAP", "moto": "PAYSTREAM_S3_ENDPOINT_URL"}
     for name in ("moto", "kafka"):
-        if Service(name).stop():
+        if explicitly_set(external[name]):
+            say(f"{name}: left alone ({external[name]} points at an existing service)")
+        elif Service(name).stop():
             say(f"stopped {name}")
         else:
             say(f"{name} was not running")
