@@ -34,6 +34,12 @@ test: install  ## install everything, start Kafka + moto, run all tests, always 
 	trap '$(STACK) stop' EXIT; \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+test-reliability: install  ## fault-injection and hostile-input scenarios only (they also run in make test)
+	@set -o pipefail; \
+	$(STACK) start --fresh || { $(STACK) stop; exit 1; }; \
+	trap '$(STACK) stop' EXIT; \
+	$(PY) -m pytest -m reliability $(PYTEST_ARGS)
+
 test-unit: install  ## tests that need no broker
 	$(PY) -m pytest -m "not kafka and not s3" $(PYTEST_ARGS)
 

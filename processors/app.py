@@ -41,7 +41,7 @@ from paystream.metrics import (
     STALE_PAYMENTS,
     STATUS_EVENTS,
 )
-from processors import dedupe
+from processors import dedupe, faust_fixes
 from processors.batching import acked_batches
 from processors.changelog import ChangelogWaiter
 from processors.codec import ObservationRecord
@@ -168,10 +168,29 @@ class Processor:
     async def _dbg(self) -> None:
         c = self.app.consumer
         inbox = self.settings.topics.inbox
-        log.warning("DBG state", gen=self.app.consumer_generation_id, flow=self.app.flow_control.is_active(),
-                    acked={str(tp.partition): list(v)[-3:] for tp, v in c._acked.items() if tp.topic == inbox},
-                    committed={str(tp.partition): o for tp, o in c._committed_offset.items() if tp.topic == inbox},
-                    unacked=len(c._unacked_messages))
+        obs_topic = self.conf.observations_topic()
+        queues = {}
+        for name, agent in self.app.agents.items():
+            for actor in getattr(agent, "_actors", []):
+                try:
+                    queues[name[-20:]] = (actor.stream.channel.queue.qsize(), actor.stream.channel.queue.maxsize)
+                except Exception as exc:
+                    queues[name[-20:]] = repr(exc)
+        positions = {}
+        try:
+            kc = c._thread._consumer
+            assignment = kc._subscription.subscription.assignment
+            for tp in assignment.tps:
+                if tp.topic in (inbox, obs_topic):
+                    st = assignment.state_value(tp)
+                    positions[f"{tp.topic[-6:]}/{tp.partition}"] = (st.position if st.has_valid_position else None, st.paused)
+        except Exception as exc:
+            positions = {"err": repr(exc)}
+        log.warning("DBG state", gen=self.app.consumer_generation_id, flow=c.flow_active, fc=self.app.flow_control.is_active(),
+                    queues=queues, positions=positions,
+                    active=sorted(f"{tp.topic[-6:]}/{tp.partition}" for tp in (c._active_partitions or ()) if tp.topic in (inbox, obs_topic)),
+                    buffered=len(c._buffered_partitions), unacked=len(c._unacked_messages),
+                    read={f"{tp.topic[-6:]}/{tp.partition}": o for tp, o in c._read_offset.items() if tp.topic in (inbox, obs_topic)})
 
     # --- helpers ------------------------------------------------------------------------------
     def _dead_letter(self, event: Any, error: BaseException, now: datetime) -> Output:
@@ -223,7 +242,6 @@ class Processor:
                 results.append(result)
                 if envelope.replay is None:
                     seen[delivery_key] = dedupe.entry(now.timestamp())
-            log.warning("DBG inbox batch", offs=[(e.message.partition, e.message.offset, e.message.generation_id) for e in events], outputs=len(outputs), seen=len(seen))
             await deliver_all(outputs)
             self._count(results)
             for key, value in seen.items():
@@ -335,4 +353,5 @@ class Processor:
 def create_app(settings: Settings, processor: ProcessorSettings | None = None) -> faust.App:
     """The faust app; ``processor`` defaults to ``settings.processor`` once the lead mounts it."""
     conf = processor or getattr(settings, "processor", None) or ProcessorSettings()
+    faust_fixes.install()
     return Processor(settings, conf).app
