@@ -41,7 +41,10 @@ from paystream.errors import (
     BrokerUnavailable,
     InfrastructureError,
     MalformedDelivery,
+    MethodNotAllowed,
     RejectedDelivery,
+    RequestTimeout,
+    TooManyHints,
     UnknownRoute,
 )
 from paystream.logs import get_logger
@@ -64,25 +67,6 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/readyz"),
     ("GET", "/metrics"),
 )
-
-
-class RequestTimeout(RejectedDelivery):
-    status = 408
-    code = "request_timeout"
-
-
-class MethodNotAllowed(RejectedDelivery):
-    status = 405
-    code = "method_not_allowed"
-
-
-class TooManyHints(RejectedDelivery):
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, detail: str, retry_after_s: float) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
 
 
 class _ProviderMetrics:

@@ -10,6 +10,9 @@
     │     ├── ``MalformedDelivery`` 400: the body or headers cannot be read.
     │     ├── ``UnknownRoute``      404: unknown provider or account.
     │     ├── ``BodyTooLarge``      413: over the configured limit (enforced while reading).
+    │     ├── ``RequestTimeout``    408: the body did not arrive within the body timeout.
+    │     ├── ``MethodNotAllowed``  405: a method the route does not serve.
+    │     ├── ``TooManyHints``      429: unsigned hints (Mollie) over the account's rate; carries Retry-After.
     │     └── ``Unauthorized``      401: missing/bad bearer token on /v1/observations.
     └── ``NormalizationError``      a record the processors cannot turn into an observation; it goes to the
           │                         DLQ unchanged with the error class and message in its headers.
@@ -71,6 +74,25 @@ class BodyTooLarge(RejectedDelivery):
 class Unauthorized(RejectedDelivery):
     status = 401
     code = "unauthorized"
+
+
+class RequestTimeout(RejectedDelivery):
+    status = 408
+    code = "request_timeout"
+
+
+class MethodNotAllowed(RejectedDelivery):
+    status = 405
+    code = "method_not_allowed"
+
+
+class TooManyHints(RejectedDelivery):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class NormalizationError(PaystreamError):
