@@ -146,7 +146,7 @@ class Processor:
         self._register()
 
     def _table(self, name: str, help_text: str) -> Any:
-        table = self.app.Table(name, key_type=bytes, value_type=bytes, partitions=self.settings.topics.partitions,
+        table: Any = self.app.Table(name, key_type=bytes, value_type=bytes, partitions=self.settings.topics.partitions,
                                use_partitioner=True, help=help_text)
         # Keys and values are bytes we encode ourselves (faust would default to its json codec). Set before
         # the changelog topic is first created, which reads these attributes.
@@ -163,34 +163,6 @@ class Processor:
         app.agent(self.observations, name="reconcile", concurrency=1)(self.reconcile)
         app.timer(conf.schedule_tick_s, name="stale-payments")(self.poll_stale_payments)
         app.timer(conf.dedupe_sweep_interval_s, name="dedupe-sweep")(self.sweep_ledger)
-        app.timer(2.0, name="dbg")(self._dbg)
-
-    async def _dbg(self) -> None:
-        c = self.app.consumer
-        inbox = self.settings.topics.inbox
-        obs_topic = self.conf.observations_topic()
-        queues = {}
-        for name, agent in self.app.agents.items():
-            for actor in getattr(agent, "_actors", []):
-                try:
-                    queues[name[-20:]] = (actor.stream.channel.queue.qsize(), actor.stream.channel.queue.maxsize)
-                except Exception as exc:
-                    queues[name[-20:]] = repr(exc)
-        positions = {}
-        try:
-            kc = c._thread._consumer
-            assignment = kc._subscription.subscription.assignment
-            for tp in assignment.tps:
-                if tp.topic in (inbox, obs_topic):
-                    st = assignment.state_value(tp)
-                    positions[f"{tp.topic[-6:]}/{tp.partition}"] = (st.position if st.has_valid_position else None, st.paused)
-        except Exception as exc:
-            positions = {"err": repr(exc)}
-        log.warning("DBG state", gen=self.app.consumer_generation_id, flow=c.flow_active, fc=self.app.flow_control.is_active(),
-                    queues=queues, positions=positions,
-                    active=sorted(f"{tp.topic[-6:]}/{tp.partition}" for tp in (c._active_partitions or ()) if tp.topic in (inbox, obs_topic)),
-                    buffered=len(c._buffered_partitions), unacked=len(c._unacked_messages),
-                    read={f"{tp.topic[-6:]}/{tp.partition}": o for tp, o in c._read_offset.items() if tp.topic in (inbox, obs_topic)})
 
     # --- helpers ------------------------------------------------------------------------------
     def _dead_letter(self, event: Any, error: BaseException, now: datetime) -> Output:
@@ -353,5 +325,6 @@ class Processor:
 def create_app(settings: Settings, processor: ProcessorSettings | None = None) -> faust.App:
     """The faust app; ``processor`` defaults to ``settings.processor`` once the lead mounts it."""
     conf = processor or getattr(settings, "processor", None) or ProcessorSettings()
-    faust_fixes.install()
+    topics = settings.topics
+    faust_fixes.install({topics.inbox, topics.fetch_results, conf.observations_topic()})
     return Processor(settings, conf).app

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from processors.faust_fixes import mark_processed
+
 
 async def acked_batches(stream: Any, max_size: int) -> AsyncIterator[list[Any]]:
     manual = stream.noack()
@@ -21,5 +23,6 @@ async def acked_batches(stream: Any, max_size: int) -> AsyncIterator[list[Any]]:
         if len(batch) >= max_size or manual.channel.empty():
             yield batch
             for done in batch:
+                mark_processed(done)
                 await manual.ack(done)
             batch = []

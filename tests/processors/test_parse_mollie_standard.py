@@ -108,7 +108,7 @@ def test_standard_amount_only_and_ignore() -> None:
 
 
 def test_standard_unmapped_event_type_is_never_guessed() -> None:
-    with pytest.raises(UnknownProviderStatus, match="payment.disputed"):
+    with pytest.raises(UnknownProviderStatus, match=r"payment\.disputed"):
         receive(standard_event("payment.disputed"))
 
 

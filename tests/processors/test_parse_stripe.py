@@ -67,7 +67,7 @@ def test_payment_failed_event_is_failed_with_decline_code() -> None:
 
 
 def test_unknown_event_type_is_never_guessed() -> None:
-    with pytest.raises(UnknownProviderStatus, match="customer.created"):
+    with pytest.raises(UnknownProviderStatus, match=r"customer\.created"):
         push(event("customer.created", {"object": "customer", "id": "cus_1"}))
 
 

@@ -1,0 +1,132 @@
+"""Normalize (pure): inbox envelopes and fetch results → observations and fetch requests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from paystream.config import AccountConfig, Settings
+from paystream.errors import NormalizationError, UnknownProviderStatus
+from processors.normalize import Normalizer, TokenBucket
+from schemas.envelopes import FetchResult, InboxEnvelope, ReplayMark
+from schemas.status import PaymentStatus, Source
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+ADYEN_ITEM = {"pspReference": "P1", "merchantAccountCode": "M", "merchantReference": "o-1",
+              "amount": {"currency": "EUR", "value": 500}, "eventCode": "AUTHORISATION", "success": "true",
+              "eventDate": "2024-05-01T10:00:00+00:00"}
+
+
+def inbox(provider: str, kind: str, body: bytes, delivery: str = "d-1", **extra: Any) -> InboxEnvelope:
+    return InboxEnvelope(provider=provider, account="acct", delivery_id=delivery, kind=kind,  # type: ignore[arg-type]
+                         received_at="2024-05-01T11:00:00.000Z", body=body, **extra)
+
+
+def normalizer(**accounts: dict[str, AccountConfig]) -> Normalizer:
+    return Normalizer(Settings(accounts=accounts), clock=lambda: 0.0)  # type: ignore[arg-type]
+
+
+def test_event_push_becomes_a_push_observation_keyed_by_payment() -> None:
+    result = normalizer().inbox(inbox("adyen", "event", orjson.dumps(ADYEN_ITEM)), NOW)
+    (record,) = result.observations
+    assert (record.key, record.observation.source, record.observation.evidence_id) == (
+        b"adyen:acct:payment:P1", Source.PUSH, "d-1")
+    assert record.observation.observed_at == datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
+    assert result.fetch_requests == []
+
+
+def test_replayed_push_is_a_replay_observation() -> None:
+    mark = ReplayMark(replayed_at="2024-05-02T00:00:00Z", origin="s3://b/k#1")
+    (record,) = normalizer().inbox(inbox("adyen", "event", orjson.dumps(ADYEN_ITEM), replay=mark), NOW).observations
+    assert record.observation.source is Source.REPLAY
+
+
+def test_thin_push_becomes_a_fetch_request_not_a_status() -> None:
+    ipn = {"ObjectType": "CHARGE", "ObjectId": "S01-9"}
+    result = normalizer().inbox(inbox("amazon_pay", "thin", orjson.dumps({"Message": orjson.dumps(ipn).decode()})),
+                                NOW)
+    (request,) = result.fetch_requests
+    assert result.observations == []
+    assert (request.payment_key, request.reason, request.request_id, request.evidence_id) == (
+        "amazon_pay:acct:charge:S01-9", "thin_push", "d-1:fetch", "d-1")
+
+
+def test_hints_are_rate_limited_per_account() -> None:
+    norm = normalizer(mollie={"acct": AccountConfig(hint_rate_per_s=1.0, hint_burst=2)})
+    results = [norm.inbox(inbox("mollie", "hint", b"id=tr_1", f"h-{n}"), NOW) for n in range(3)]
+    assert [len(r.fetch_requests) for r in results] == [1, 1, 0]
+    assert results[0].fetch_requests[0].reason == "hint"
+
+
+def test_token_bucket_refills_with_time() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=2.0, burst=1, clock=lambda: now[0])
+    assert (bucket.take(), bucket.take()) == (True, False)
+    now[0] = 0.5
+    assert bucket.take() is True
+
+
+def sync_body(**overrides: Any) -> bytes:
+    body = {"provider": "stripe", "account": "acct", "object_type": "payment_intent", "object_id": "pi_1",
+            "order_ref": "o-1", "state": {"provider_status": "succeeded", "amount": 900, "currency": "usd"},
+            "request_id": "r-1"}
+    body.update(overrides)
+    return orjson.dumps(body)
+
+
+def test_sync_state_becomes_a_sync_observation() -> None:
+    (record,) = normalizer().inbox(inbox("stripe", "sync", sync_body()), NOW).observations
+    obs = record.observation
+    assert (obs.status, obs.source, obs.amount, obs.currency, obs.order_ref) == (
+        PaymentStatus.CAPTURED, Source.SYNC, 900, "USD", "o-1")
+
+
+def test_sync_registration_becomes_a_registered_fetch() -> None:
+    result = normalizer().inbox(inbox("stripe", "sync", sync_body(state=None, register_poll=True)), NOW)
+    (request,) = result.fetch_requests
+    assert (result.observations, request.reason, request.payment_key) == (
+        [], "registered", "stripe:acct:payment_intent:pi_1")
+
+
+def test_sync_with_unknown_word_is_not_guessed() -> None:
+    with pytest.raises(UnknownProviderStatus):
+        normalizer().inbox(inbox("stripe", "sync", sync_body(state={"provider_status": "paid"})), NOW)
+
+
+def test_sync_body_for_another_account_is_refused() -> None:
+    with pytest.raises(NormalizationError, match="envelope"):
+        normalizer().inbox(inbox("stripe", "sync", sync_body(account="other")), NOW)
+
+
+def test_standard_push_uses_the_account_status_map() -> None:
+    norm = normalizer(standard={"acct": AccountConfig(status_map={"payment.paid": "captured"})})
+    body = orjson.dumps({"type": "payment.paid", "timestamp": "2024-05-01T10:00:00Z", "data": {"id": "pay_1"}})
+    (record,) = norm.inbox(inbox("standard", "event", body), NOW).observations
+    assert record.observation.status is PaymentStatus.CAPTURED
+
+
+def test_unknown_provider_is_a_normalization_error() -> None:
+    with pytest.raises(NormalizationError, match="no parser"):
+        normalizer().inbox(inbox("paypal", "event", b"{}"), NOW)
+
+
+def fetch_result(outcome: str = "ok", body: bytes = b"", reason: str = "stale") -> FetchResult:
+    return FetchResult(payment_key="mollie:acct:payment:tr_1", provider="mollie", account="acct",
+                       object_type="payment", object_id="tr_1", fetch_id="f-1", request_id="r-1",
+                       reason=reason, fetched_at="2024-05-01T11:30:00.000Z", outcome=outcome,  # type: ignore[arg-type]
+                       http_status=200, body=body)
+
+
+def test_fetch_result_is_a_poll_observation_carrying_the_fetch_reason() -> None:
+    payment = {"resource": "payment", "id": "tr_1", "status": "open", "createdAt": "2024-05-01T10:00:00Z",
+               "amount": {"value": "1.00", "currency": "EUR"}}
+    (record,) = normalizer().fetch_result(fetch_result(body=orjson.dumps(payment))).observations
+    assert (record.observation.source, record.observation.evidence_id, record.fetch_reason) == (
+        Source.POLL, "f-1", "stale")
+
+
+def test_failed_fetch_observes_nothing() -> None:
+    assert normalizer().fetch_result(fetch_result(outcome="not_found")).observations == []
