@@ -45,7 +45,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log:
-            self.children[name] = subprocess.Popen(
+            self.children[name] = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # our Ctrl-C handling decides when they stop
                 env=env,

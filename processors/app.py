@@ -324,7 +324,7 @@ class Processor:
 
 def create_app(settings: Settings, processor: ProcessorSettings | None = None) -> faust.App:
     """The faust app; ``processor`` defaults to ``settings.processor`` once the lead mounts it."""
-    conf = processor or getattr(settings, "processor", None) or ProcessorSettings()
+    conf = processor or settings.processor
     topics = settings.topics
     faust_fixes.install({topics.inbox, topics.fetch_results, conf.observations_topic()})
     return Processor(settings, conf).app

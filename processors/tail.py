@@ -17,9 +17,10 @@ from typing import Any, TextIO
 
 import orjson
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from paystream.config import Settings
-from paystream.kafka import make_consumer
+from paystream.kafka import connection_options, make_consumer
 
 # ISO 4217 currencies without minor units; everything else shows two decimals.
 _ZERO_DECIMAL = {"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"}
@@ -65,7 +66,9 @@ async def follow(settings: Settings, args: argparse.Namespace, out: TextIO = sys
             loop.add_signal_handler(signum, stop.set)
     printed = 0
     try:
-        partitions = await _wait_for_partitions(consumer, settings.topics.status, stop)
+        partitions = await _wait_for_partitions(settings, settings.topics.status, stop)
+        if not partitions:
+            return 0
         consumer.assign(partitions)
         if args.from_beginning:
             await consumer.seek_to_beginning(*partitions)
@@ -89,15 +92,19 @@ async def follow(settings: Settings, args: argparse.Namespace, out: TextIO = sys
     return 0
 
 
-async def _wait_for_partitions(consumer: Any, topic: str, stop: asyncio.Event) -> list[TopicPartition]:
-    while not stop.is_set():
-        # On a fresh stack the status topic may not exist yet; topics() alone does not refresh the
-        # metadata partitions_for_topic() reads, so keep asking until partitions are known.
-        if topic in await consumer.topics():
-            partitions = consumer.partitions_for_topic(topic) or set()
+async def _wait_for_partitions(settings: Settings, topic: str, stop: asyncio.Event) -> list[TopicPartition]:
+    """The topic's partitions, waiting for the topic to exist (a fresh stack may not have it yet)."""
+    admin = AIOKafkaAdminClient(**connection_options(settings.kafka), client_id=f"{settings.kafka.client_id}-tail")
+    await admin.start()
+    try:
+        while not stop.is_set():
+            described = await admin.describe_topics([topic])
+            partitions = [p["partition"] for d in described if d.get("error_code") == 0 for p in d["partitions"]]
             if partitions:
                 return [TopicPartition(topic, p) for p in sorted(partitions)]
-        await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
     return []
 
 

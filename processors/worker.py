@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 
 import faust
@@ -35,3 +36,9 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    """The ``paystream process`` subcommand."""
+    run_processor(settings, settings.processor)
+    return 0

@@ -27,9 +27,9 @@ import demo_material  # noqa: E402
 PYTHON = sys.executable
 
 
-def wait_http(url: str, timeout_s: float) -> bool:
+def wait_http(url: str, timeout_s: float, alive: subprocess.Popen[bytes] | None = None) -> bool:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (alive is None or alive.poll() is None):
         try:
             with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback)
                 return True
@@ -63,7 +63,15 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Explicit handlers: a shell may start us with SIGINT ignored (background jobs), and SIGTERM
+    # (e.g. from a supervisor) must clean up like Ctrl-C does.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     stack = [PYTHON, str(HERE / "stack.py")]
     if subprocess.run([*stack, "start"], cwd=ROOT, check=False).returncode != 0:
         subprocess.run([*stack, "stop"], cwd=ROOT, check=False)
@@ -82,12 +90,12 @@ def main() -> int:
                  "--amazon-public-key", f"{demo_material.AMAZON_PAY_KEY_ID}={material.amazon_pay_public_key}"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT, env=env,
             )
-        if not wait_http(f"http://127.0.0.1:{demo_material.PROVIDER_PORT}/_double/requests", 20):
+        if not wait_http(f"http://127.0.0.1:{demo_material.PROVIDER_PORT}/_double/requests", 20, alive=provider):
             print("[run] the local test provider did not start; see .local/run/provider.log", file=sys.stderr)
             return 1
         pipeline = subprocess.Popen([PYTHON, "-m", "paystream.cli", "--log-format", "json", "run"],
                                     cwd=ROOT, env=env, start_new_session=True)
-        if wait_http(f"{demo_material.INGEST_URL}/readyz", 90):
+        if wait_http(f"{demo_material.INGEST_URL}/readyz", 90, alive=pipeline):
             with (log_dir / "demo-traffic.log").open("ab") as log:
                 traffic = subprocess.Popen([PYTHON, str(HERE / "demo_traffic.py"), "--loop"], cwd=ROOT, env=env,
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -97,7 +105,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not skip the clean-up
+            signal.signal(signum, signal.SIG_IGN)
         for process in (traffic, pipeline, provider):
             stop(process)
         subprocess.run([*stack, "stop"], cwd=ROOT, check=False)
