@@ -52,8 +52,9 @@ lint: install  ## ruff and mypy
 
 bench: install  ## run every benchmark on the local stack and print one table
 	@set -o pipefail; \
-	$(STACK) start || { $(STACK) stop; exit 1; }; \
-	trap '$(STACK) stop' EXIT; \
+	if $(STACK) status >/dev/null 2>&1; then started=0; else started=1; fi; \
+	$(STACK) start || { [ $$started = 1 ] && $(STACK) stop; exit 1; }; \
+	trap '[ $$started = 1 ] && $(STACK) stop' EXIT; \
 	$(PY) -m bench
 
 clean: stack-down  ## remove the virtualenv, caches and local state

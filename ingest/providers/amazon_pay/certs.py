@@ -35,6 +35,10 @@ from yarl import URL
 from paystream.errors import ConfigurationError, InfrastructureError, SignatureError
 
 SNS_HOST = re.compile(r"sns\.[a-zA-Z0-9-]{3,}\.amazonaws\.com(\.cn)?")
+# The brief's pattern above also matches S3 endpoints such as sns.s3-external-1.amazonaws.com, which
+# serve any bucket named "sns": the label must also be a real region name (us-east-1, us-gov-west-1,
+# cn-north-1, ap-southeast-2, ...).
+SNS_REGION = re.compile(r"sns\.[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}\.amazonaws\.com(\.cn)?")
 CERTIFICATE_NAMES = ("sns.amazonaws.com",)
 # RFC 3986 characters only: no whitespace or backslash that one URL parser drops and another keeps.
 _URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
@@ -69,7 +73,7 @@ def validate_sns_url(url: str, *, code: str, require_pem: bool) -> str:
         raise SignatureError("URL carries userinfo", code=code)
     if port not in (None, 443):
         raise SignatureError("URL names a port other than 443", code=code)
-    if SNS_HOST.fullmatch(host) is None or _is_ip_literal(host):
+    if SNS_HOST.fullmatch(host) is None or SNS_REGION.fullmatch(host) is None or _is_ip_literal(host):
         raise SignatureError(f"{host!r} is not an SNS host", code=code)
     if require_pem and (not parts.path.endswith(".pem") or parts.query or parts.fragment):
         raise SignatureError("URL path is not a .pem file", code=code)

@@ -142,7 +142,7 @@ def _decode_signature(value: object) -> bytes:
         raise SignatureError("SNS message has no Signature", code="missing_signature")
     try:
         return base64.b64decode(value, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or non-ASCII input
         raise SignatureError("SNS Signature is not base64", code="bad_signature") from exc
 
 

@@ -53,7 +53,7 @@ def decode_secret(secret: str) -> bytes:
     encoded += "=" * (-len(encoded) % 4)
     try:
         key = base64.b64decode(encoded, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or non-ASCII input
         raise ConfigurationError("a Standard Webhooks secret is not valid base64 (after 'whsec_')") from exc
     if not key:
         raise ConfigurationError("a Standard Webhooks secret is empty")
@@ -84,7 +84,7 @@ def _decoded(entries: list[str]) -> list[bytes]:
     for encoded in entries:
         try:
             found.append(base64.b64decode(encoded, validate=True))
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or non-ASCII input
             continue  # cannot match; another entry still may
     return found
 
