@@ -23,7 +23,6 @@ Amazon Pay's IPN is thin: the ``Message`` is a JSON string with ids only (``Obje
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from datetime import UTC, datetime
 

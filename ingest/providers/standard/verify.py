@@ -10,7 +10,6 @@ the delivery id.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Iterator
 
 import orjson
