@@ -13,6 +13,7 @@ import tempfile
 
 import uvicorn
 
+from ingest.http_protocol import GuardedHttpToolsProtocol
 from paystream.config import Settings
 
 
@@ -30,7 +31,8 @@ def uvicorn_config(settings: Settings, *, host: str, port: int, workers: int) ->
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, plus a deadline and a size cap for the request head
+        http=GuardedHttpToolsProtocol.configured(settings.http.header_timeout_s, settings.http.max_head_bytes),
         lifespan="on",
         access_log=False,  # one structured line per rejection is ours to write; 2xx are counted
         proxy_headers=False,  # no client address is used; skips a middleware hop per request

@@ -99,6 +99,9 @@ class HttpSettings(BaseModel):
     # A client must deliver the whole body within this time, or it gets 408: a trickling client
     # cannot hold a worker forever.
     body_timeout_s: float = Field(default=10.0, gt=0)
+    # The request line and headers must arrive within this time and stay under this size (400 otherwise).
+    header_timeout_s: float = Field(default=5.0, gt=0)
+    max_head_bytes: int = Field(default=64 * 1024, ge=4096)
     keepalive_timeout_s: float = Field(default=5.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
 

@@ -1,14 +1,11 @@
 """Slow and greedy clients: a trickled body gets 408; a trickled or endless request head must not hold a
 connection (or memory) forever.
 
-What uvicorn does with its httptools parser (the production setting, ``ingest.server.uvicorn_config``):
-``timeout_keep_alive`` only runs BETWEEN requests and is cancelled by the first byte of the next one;
-there is no timeout while the request line and headers arrive, and ``h11_max_incomplete_event_size``
-applies to the h11 parser only. So a connection that sends nothing, or one header byte at a time, stays
-open forever, and an endless header is buffered without limit. Those three tests are strict xfails
-(they pass the day ingest/server.py guards the head; see the report for the fix). The server under test
-has short timeouts (``HTTP_OVERRIDES``): a fixed server would close such connections within about a
-second; the tests allow several.
+uvicorn with its httptools parser bounds neither how long the request line and headers may take nor how
+large they grow (``timeout_keep_alive`` runs only between requests; ``h11_max_incomplete_event_size`` is
+h11-only). ``ingest.http_protocol.GuardedHttpToolsProtocol`` adds both (``HttpSettings.header_timeout_s``,
+``max_head_bytes``); these tests hold it to that. The server under test has short timeouts
+(``HTTP_OVERRIDES``) and the tests allow several times as long.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ from reliability_harness import HostileTarget, rejections_sum
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
 
-HTTP_OVERRIDES = {"body_timeout_s": 1.0, "keepalive_timeout_s": 1.0}
+HTTP_OVERRIDES = {"body_timeout_s": 1.0, "keepalive_timeout_s": 1.0, "header_timeout_s": 1.0}
 # Far longer than any timeout of the server under test: reaching it means "no timeout at all".
 GIVE_UP_S = 6.0
 STRIPE = f"/webhooks/stripe/{ACCOUNT}"
@@ -104,7 +101,6 @@ async def _closed_or_answered_within(reader: asyncio.StreamReader, seconds: floa
     return True
 
 
-@pytest.mark.xfail(strict=True, reason="uvicorn+httptools has no timeout before the first request byte")
 async def test_connection_that_never_sends_a_byte_is_closed(hostile_target: HostileTarget) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", hostile_target.port)
     try:
@@ -113,7 +109,6 @@ async def test_connection_that_never_sends_a_byte_is_closed(hostile_target: Host
         writer.close()
 
 
-@pytest.mark.xfail(strict=True, reason="uvicorn+httptools has no timeout while request headers arrive")
 async def test_trickled_request_headers_are_cut_off(hostile_target: HostileTarget) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", hostile_target.port)
     writer.write(b"POST " + STRIPE.encode() + b" HTTP/1.1\r\nHost: a\r\n")
@@ -134,8 +129,6 @@ async def test_trickled_request_headers_are_cut_off(hostile_target: HostileTarge
         writer.close()
 
 
-@pytest.mark.xfail(strict=True, reason="httptools buffers a header of any size (h11_max_incomplete_event_size "
-                   "is h11-only)")
 async def test_endless_header_is_refused_before_16_mib_arrive(hostile_target: HostileTarget) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", hostile_target.port)
     writer.write(b"POST " + STRIPE.encode() + b" HTTP/1.1\r\nHost: a\r\nX-Big: ")
