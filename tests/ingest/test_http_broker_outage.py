@@ -8,71 +8,26 @@ answered 503 never appears later (the provider retries it, nothing is published 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import socket
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import orjson
 import pytest
 from http_harness import ACCOUNT, Deliveries, RunningIngest, StartIngest, read_inbox
+from private_stack import PrivateBroker, free_port_pair
 
 from paystream.config import Settings
 from paystream.kafka import ensure_topics
 
 pytestmark = pytest.mark.kafka
 
-STACK_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "local" / "stack.py"
 SEND_TIMEOUT_S = 2.0
 STRIPE = f"/webhooks/stripe/{ACCOUNT}"
 
 
-def _load_stack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("paystream_local_stack", STACK_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need their module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port_pair() -> int:
-    """A port p with p and p + 1 free (broker and controller listeners)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        try:
-            with socket.socket() as second:
-                second.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of ports")
-
-
-@dataclass
-class PrivateBroker:
-    bootstrap: str
-    state: Path
-    stack: ModuleType
-    service: Any = None
-
-    async def start(self) -> None:
-        self.service = await asyncio.to_thread(self.stack.start_kafka, self.bootstrap, False, self.state)
-
-    async def stop(self) -> None:
-        if self.service is not None:
-            await asyncio.to_thread(self.service.stop)
-
-
 @pytest.fixture
 async def private_broker(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
-    broker = PrivateBroker(f"127.0.0.1:{_free_port_pair()}", tmp_path / "private-kafka", _load_stack())
+    broker = PrivateBroker(f"127.0.0.1:{free_port_pair()}", tmp_path / "private-kafka")
     await broker.start()
     try:
         yield broker

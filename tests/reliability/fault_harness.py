@@ -22,11 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.util
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,13 +33,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
 import orjson
 from aiokafka import TopicPartition
 from http_harness import SNS_ACCOUNT, STRIPE_SECRET, Deliveries, RunningIngest
+from private_stack import load_stack
 from reliability_harness import LOAD_REPORTS, TALLY
 
 from ingest.providers.signers import sign_stripe
@@ -55,50 +53,6 @@ SNS_PATH = f"/webhooks/amazon_pay/{SNS_ACCOUNT}"
 
 
 # --- the local stack's services, private to one test ------------------------------------------------
-
-
-def load_stack() -> ModuleType:
-    """deploy/local/stack.py as a module (it is a script, not a package)."""
-    name = "paystream_local_stack"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / "local" / "stack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses need their module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port_pair() -> int:
-    """A port p with p and p + 1 free (the broker and controller listeners of a private broker)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        try:
-            with socket.socket() as second:
-                second.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of ports")
-
-
-@dataclass
-class PrivateBroker:
-    """A single-node broker on its own ports and folder (never the shared 127.0.0.1:9092)."""
-
-    bootstrap: str
-    state: Path
-    service: Any = None
-
-    async def start(self) -> None:
-        self.service = await asyncio.to_thread(load_stack().start_kafka, self.bootstrap, False, self.state)
-
-    async def stop(self) -> None:
-        if self.service is not None:
-            await asyncio.to_thread(self.service.stop)
 
 
 # --- processes we SIGKILL ---------------------------------------------------------------------------

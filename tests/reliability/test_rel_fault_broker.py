@@ -14,17 +14,16 @@ from pathlib import Path
 
 import pytest
 from fault_harness import (
-    PrivateBroker,
     StatusFollower,
     StripeLifecycles,
     closing_check,
     drive,
-    free_port_pair,
     start_ingest_for,
     warm_up,
     worker_alive,
 )
 from http_harness import HarnessPki
+from private_stack import PrivateBroker, free_port_pair
 from processor_harness import processor_settings, start_worker, wait_drained
 from reliability_harness import TALLY, fresh_topic_settings
 
