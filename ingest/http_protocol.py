@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -41,27 +40,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_bytes = 0
         self._arm()
 
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
-        super().on_header(name, value)
+    def data_received(self, data: bytes) -> None:
+        # httptools reports a header only once it is complete, so an endless header is counted here, on
+        # the raw bytes that arrive while the head is still incomplete.
+        if self._head_timer is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (self._head_timer is not None and self._head_bytes > self.max_head_bytes
+                and not self.transport.is_closing()):
+            self._disarm()
+            self.send_400_response("Request head too large.")
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._head_bytes = 0
         super().on_headers_complete()
-
-    def _count(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.max_head_bytes:
-            # httptools turns a callback's exception into HttpParserCallbackError, which uvicorn
-            # answers with 400 and closes.
-            raise httptools.HttpParserError(f"request head over {self.max_head_bytes} bytes")
 
     def _arm(self) -> None:
         self._disarm()
