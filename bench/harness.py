@@ -41,7 +41,7 @@ class Run:
         from processors.settings import ProcessorSettings
 
         # The production store (RocksDB via rocksdict) under this run's scratch directory.
-        return ProcessorSettings(**{"app_id": f"{self.tag}-processor", "store": "memory://", **overrides})
+        return ProcessorSettings(**{"app_id": f"{self.tag}-processor", **overrides})
 
     def cleanup(self) -> None:
         asyncio.run(delete_topics(self.settings, self.tag))

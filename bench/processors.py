@@ -300,7 +300,8 @@ def _summary(record: Any) -> dict[str, Any]:
             "refunded": data["refunded_amount"], "evidence": data["evidence"]}
 
 
-def run(payments: int = PAYMENTS, *, store: str = "memory://", profile_if_short: bool = True) -> dict[str, Any]:
+def run(payments: int = PAYMENTS, *, store: str = "paystream-rocksdb://",
+        profile_if_short: bool = True) -> dict[str, Any]:
     bench = harness.prepare("processors")
     settings, topics = bench.settings, bench.settings.topics
     results: dict[str, Any] = {"payments": payments, "partitions": topics.partitions, "goal": GOAL, "store": store}
@@ -407,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="(internal) run the processor worker").add_argument("spec", type=Path)
     sub.add_parser("baseline", help="(internal) run the bare aiokafka loop").add_argument("spec", type=Path)
     parser.add_argument("--payments", type=int, default=PAYMENTS)
-    parser.add_argument("--store", default="memory://", help="the processor's table store (rocksdb:// or memory://)")
+    parser.add_argument("--store", default="paystream-rocksdb://",
+                        help="the processor's table store (paystream-rocksdb://, the production default, or memory://)")
     parser.add_argument("--no-profile", action="store_true", help="never run the profiled pass")
     args = parser.parse_args(argv)
     if args.command == "worker":

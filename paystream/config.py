@@ -147,12 +147,12 @@ DAY_S = 24 * 3600
 class ProcessorSettings(BaseModel):
     # faust app id: the consumer group and the prefix of internal / changelog topics.
     app_id: str = "paystream-processor"
-    # "memory://" (state rebuilt from the changelog topics at start-up) is the default until faust's
-    # RocksDB store is fixed for our batched writes: faust 0.15.3 writes each key into the database of
-    # the *current event's* partition, so a batch spanning partitions leaves stale copies that a later
-    # read may return (bench/processors.py showed repeated sequences with rocksdb:// beyond ~1,000
-    # payments; memory:// was correct). "rocksdb://" (rocksdict, under Settings.state_dir) once fixed.
-    store: str = "memory://"
+    # Table store. "paystream-rocksdb://" (processors/rocksdb_store.py: RocksDB via rocksdict under
+    # Settings.state_dir, one database per changelog partition, each key in its own partition's database)
+    # keeps state on disk so a restart recovers only the changelog tail. "memory://" rebuilds every table
+    # from its changelog at start-up (tests). faust's stock "rocksdb://" is refused: it files a key under
+    # the current event's partition, and our batched writes then read stale copies.
+    store: str = "paystream-rocksdb://"
     # How long a delivery id is remembered: at least as long as providers retry (Adyen: 30 days).
     dedupe_ttl_s: int = Field(default=31 * DAY_S, ge=1)
     # How often expired dedupe entries are deleted (they are also ignored when found expired).
@@ -169,6 +169,14 @@ class ProcessorSettings(BaseModel):
 
     # A worker that died without leaving the group holds its partitions this long (Kafka session timeout).
     session_timeout_s: float = Field(default=30.0, ge=6.0)
+
+    @field_validator("store")
+    @classmethod
+    def _known_good_store(cls, value: str) -> str:
+        if value.split("://", 1)[0] == "rocksdb":
+            raise ValueError("faust's stock rocksdb:// store returns stale state for batched writes; "
+                             "use paystream-rocksdb:// (or memory://)")
+        return value
 
     def observations_topic(self) -> str:
         """The internal topic that repartitions observations by payment key."""

@@ -41,11 +41,12 @@ from paystream.metrics import (
     STALE_PAYMENTS,
     STATUS_EVENTS,
 )
-from processors import dedupe, faust_fixes
+from processors import dedupe, faust_fixes, rocksdb_store
 from processors.batching import acked_batches
 from processors.changelog import ChangelogWaiter
 from processors.codec import ObservationRecord
 from processors.dlq import dlq_headers, reason_of
+from processors.faust_security import faust_broker_credentials
 from processors.normalize import Normalized, Normalizer
 from processors.providers import POLLABLE
 from processors.reconcile import reconcile
@@ -108,6 +109,7 @@ class Processor:
         self.app = faust.App(
             processor.app_id,
             broker="kafka://" + settings.kafka.bootstrap,
+            broker_credentials=faust_broker_credentials(settings.kafka),
             store=processor.store,
             datadir=str(datadir),
             topic_partitions=topics.partitions,
@@ -327,4 +329,5 @@ def create_app(settings: Settings, processor: ProcessorSettings | None = None) -
     conf = processor or settings.processor
     topics = settings.topics
     faust_fixes.install({topics.inbox, topics.fetch_results, conf.observations_topic()})
+    rocksdb_store.register()
     return Processor(settings, conf).app

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from paystream.config import AccountConfig, load_settings, resolve_secret
+from paystream.config import AccountConfig, ProcessorSettings, load_settings, resolve_secret
 from paystream.errors import ConfigurationError
 
 
@@ -63,3 +64,12 @@ def test_secret_references_resolve_from_env_and_file(tmp_path: Path) -> None:
 def test_an_unset_secret_variable_names_the_variable() -> None:
     with pytest.raises(ConfigurationError, match="NOT_SET_ANYWHERE"):
         resolve_secret("env:NOT_SET_ANYWHERE", {})
+
+
+def test_the_processor_store_defaults_to_the_key_partitioned_rocksdb_store() -> None:
+    assert ProcessorSettings().store == "paystream-rocksdb://"
+
+
+def test_fausts_stock_rocksdb_store_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match="stale state"):
+        ProcessorSettings(store="rocksdb://")

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def processor_settings(**overrides: Any) -> ProcessorSettings:
-    return ProcessorSettings(app_id=f"ps-test-{uuid.uuid4().hex[:10]}", store="memory://", commit_interval_s=0.5,
-                             session_timeout_s=8.0,
-                             **overrides)
+    defaults: dict[str, Any] = {"app_id": f"ps-test-{uuid.uuid4().hex[:10]}", "store": "memory://",
+                                "commit_interval_s": 0.5, "session_timeout_s": 8.0}
+    return ProcessorSettings(**{**defaults, **overrides})
 
 
 @dataclass
