@@ -10,6 +10,10 @@ Records that are replays are skipped (the original delivery is in the archive to
 hints contribute nothing (their fetch results, archived as well, carry the status), and records the
 processors would dead-letter are counted by reason.
 
+``--through-processors`` rebuilds with the real processor app instead, on temporary topics under a fresh
+application id (see :mod:`processors.rebuild_processors`): slower, and it needs the broker, but it checks
+the whole processor, not only its pure core.
+
 ``--diff`` compares with the last event per payment on ``payments.status.v1`` (see
 :mod:`processors.rebuild_diff`). Use the whole archive for a diff (no ``--since``): a partial archive
 rebuilds partial states. Exit codes: 0 no differences, 4 differences found, 1 a dependency failed,
@@ -22,9 +26,8 @@ import argparse
 import asyncio
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 import orjson
 from aiokafka.errors import KafkaError
@@ -34,7 +37,8 @@ from paystream.errors import ConfigurationError, InfrastructureError, Normalizat
 from processors.archive_format import ArchivedRecord
 from processors.archive_store import ArchiveStore
 from processors.normalize import Normalizer
-from processors.rebuild_diff import Difference, Snapshot, diff, read_live_status
+from processors.rebuild_diff import RebuildReport, Snapshot, diff, read_live_status
+from processors.rebuild_processors import rebuild_through_processors
 from processors.replay import add_time_range_arguments, check_time_range, fail
 from processors.replay_progress import Progress
 from processors.replay_source import ArchiveSource
@@ -51,6 +55,11 @@ def add_rebuild_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--account", action="append", default=[], help="only payments of this account")
     parser.add_argument("--diff", action="store_true",
                         help="compare with the last event per payment on the live status topic")
+    parser.add_argument("--through-processors", action="store_true",
+                        help="run the processor app on temporary topics under a fresh application id "
+                             "(rebuild-<stamp>.*, paystream-rebuild-<stamp>) instead of in this process")
+    parser.add_argument("--keep", action="store_true",
+                        help="with --through-processors: keep the temporary topics afterwards")
     parser.add_argument("--bucket", help="archive bucket (default: the configured PAYSTREAM_S3__BUCKET)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress line")
@@ -107,44 +116,6 @@ class StateBuilder:
         return {key: snap for key, state in self.states.items() if (snap := Snapshot.from_state(state))}
 
 
-@dataclass(slots=True)
-class RebuildReport:
-    source: str
-    records: int
-    observations: int
-    skipped: Counter[str]
-    rebuilt: dict[str, Snapshot]
-    differences: list[Difference] | None = None  # None without --diff
-    live_payments: int = 0
-    by_status: Counter[str] = field(default_factory=Counter)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "source": self.source, "records": self.records, "observations": self.observations,
-            "skipped": dict(self.skipped), "payments": len(self.rebuilt), "by_status": dict(self.by_status),
-        }
-        if self.differences is None:
-            out["states"] = {key: asdict(snap) for key, snap in sorted(self.rebuilt.items())}
-        else:
-            out["live_payments"] = self.live_payments
-            out["differences"] = [d.to_dict() for d in self.differences]
-        return out
-
-    def render(self) -> str:
-        lines = [
-            f"rebuild from {self.source}",
-            f"  {self.records} records, {self.observations} observations, {len(self.rebuilt)} payments",
-        ]
-        if self.skipped:
-            lines.append("  no observation: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())))
-        lines.append("  by status: " + ", ".join(f"{s} {n}" for s, n in sorted(self.by_status.items())))
-        if self.differences is not None:
-            lines.append(f"  diff against {self.live_payments} payments on the live status stream: "
-                         f"{len(self.differences)} differ")
-            lines += [f"    {d.describe()}" for d in self.differences]
-        return "\n".join(lines)
-
-
 async def rebuild(
     settings: Settings,
     *,
@@ -193,15 +164,17 @@ async def rebuild(
 
 def run_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     """The ``paystream rebuild`` subcommand (arguments from :func:`add_rebuild_arguments`)."""
+    if args.keep and not args.through_processors:
+        return fail("rebuild", "--keep only applies to --through-processors", 2)
     if args.bucket:
         settings = settings.model_copy(update={"s3": settings.s3.model_copy(update={"bucket": args.bucket})})
+    common = {"since": args.since, "until": args.until, "providers": frozenset(args.provider),
+              "accounts": frozenset(args.account), "with_diff": args.diff, "show_progress": not args.no_progress}
     try:
-        report = asyncio.run(
-            rebuild(
-                settings, since=args.since, until=args.until, providers=frozenset(args.provider),
-                accounts=frozenset(args.account), with_diff=args.diff, show_progress=not args.no_progress,
-            )
-        )
+        if args.through_processors:
+            report = asyncio.run(rebuild_through_processors(settings, keep=args.keep, **common))
+        else:
+            report = asyncio.run(rebuild(settings, **common))
     except ConfigurationError as exc:
         return fail("rebuild", str(exc), 2)
     except (InfrastructureError, KafkaError, OSError) as exc:
