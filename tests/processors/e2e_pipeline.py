@@ -1,0 +1,249 @@
+"""The whole pipeline on the real broker, for the processor end-to-end tests: ingest (uvicorn, in-process),
+the fetcher (``run_fetcher``, in-process) against the provider double, and the processor worker
+(a subprocess, processor_harness).
+
+Nothing here builds deliveries: the payloads come from ``make run``'s demo traffic
+(deploy/local/demo_traffic.py), signed with the secrets of the ingest harness's accounts
+(tests/ingest/http_harness.py) through a :class:`demo_material.DemoMaterial` holding those secrets;
+SNS envelopes are signed by the harness's ``Deliveries`` with its test CA. The ingest server, the
+Amazon Pay fetch account and the status follower are the reliability suite's (tests/reliability).
+
+Also here: reading which partitions a faust worker was given, from its log (two-worker test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+import tomllib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parents[1]
+for _folder in (TESTS, TESTS / "ingest", TESTS / "reliability", TESTS.parent / "deploy" / "local"):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))  # appended: the repo's real packages stay first
+
+import demo_material  # noqa: E402 - needs the sys.path entries above
+import demo_traffic as demo_traffic  # noqa: E402 - re-exported: the demo's payload builders
+from aiokafka import TopicPartition  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from fault_harness import AMAZON_KEY_ID, StatusFollower, fetch_settings, start_ingest_for  # noqa: E402
+from http_harness import (  # noqa: E402
+    ACCOUNT,
+    ADYEN_HEX_KEY,
+    OBSERVATION_TOKEN,
+    SNS_ACCOUNT,
+    STANDARD_SECRET,
+    STRIPE_SECRET,
+    Deliveries,
+    RunningIngest,
+    make_test_pki,
+)
+from processor_harness import Worker, processor_settings, start_worker, wait_drained  # noqa: E402
+from provider_double.server import ProviderDouble  # noqa: E402
+from reliability_harness import fresh_topic_settings  # noqa: E402
+
+from ingest.fetch.service import run_fetcher  # noqa: E402
+from paystream.config import AccountConfig, ProviderName, Settings  # noqa: E402
+from paystream.kafka import make_consumer  # noqa: E402
+from processors.settings import ProcessorSettings  # noqa: E402
+
+# The demo's Standard Webhooks sender and ours speak the same event types.
+STANDARD_STATUS_MAP: dict[str, str] = tomllib.loads(demo_material.CONFIG.read_text())[
+    "accounts"]["standard"]["demo"]["status_map"]
+# Stale-payment polls start after an hour: the status events under test are those the pushes, hints,
+# thin-push fetches and sync observations cause, not a timer's.
+NO_STALE_POLLS = [3600]
+
+
+def harness_material(folder: Path) -> demo_material.DemoMaterial:
+    """The demo's builders signing with the ingest harness's secrets (SNS goes through ``Deliveries``)."""
+    env = {
+        "PAYSTREAM_DEMO_STRIPE_WHSEC": STRIPE_SECRET,
+        "PAYSTREAM_DEMO_ADYEN_HMAC_KEY": ADYEN_HEX_KEY,
+        "PAYSTREAM_DEMO_STANDARD_SECRET": STANDARD_SECRET,
+        "PAYSTREAM_DEMO_OBSERVATION_TOKEN": OBSERVATION_TOKEN,
+    }
+    unused = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return demo_material.DemoMaterial(env, folder / "unused.pem", unused)
+
+
+def account_of(provider: str) -> str:
+    """The harness's account name per provider (the demo's builders address account ``demo``)."""
+    return SNS_ACCOUNT if provider == "amazon_pay" else ACCOUNT
+
+
+@dataclass
+class Pipeline:
+    settings: Settings  # topics and the accounts the processor and the fetcher use
+    conf: ProcessorSettings
+    ingest: RunningIngest
+    double: ProviderDouble
+    worker: Worker
+    follower: StatusFollower
+    deliveries: Deliveries
+    material: demo_material.DemoMaterial
+
+    async def post(self, delivery: demo_traffic.Delivery) -> None:
+        """POST over HTTP as the provider would, to the harness account of the delivery's provider."""
+        path = delivery.path
+        if path.startswith("/webhooks/"):
+            path = f"/webhooks/{delivery.provider}/{account_of(delivery.provider)}"
+        await self.post_raw(path, delivery.body, delivery.headers)
+
+    async def post_raw(self, path: str, body: bytes, headers: dict[str, str]) -> None:
+        reply = await self.ingest.post(path, body, headers)
+        assert 200 <= reply.status < 300, (path, reply.status, reply.body[:300])
+
+    def events_for(self, payment_key: str) -> list[dict[str, Any]]:
+        return sorted((e for e in self.follower.events if e["subject"] == payment_key),
+                      key=lambda e: e["data"]["sequence"])
+
+    async def wait_events(self, payment_key: str, count: int, *, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Until ``payment_key`` has at least ``count`` status events (or the timeout / a dead worker)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.events_for(payment_key)) < count:
+            if time.monotonic() > deadline or self.worker.process.poll() is not None:
+                raise AssertionError(
+                    f"{payment_key}: {len(self.events_for(payment_key))} status events, waited for {count}\n"
+                    + self.worker.log_tail())
+            await asyncio.sleep(0.2)
+        return self.events_for(payment_key)
+
+    async def settle(self) -> None:
+        """Until the worker has committed everything on its input topics: a late or extra event shows now."""
+        assert_no_agent_crash(self.worker)
+        topics = self.settings.topics
+        lag = await wait_drained(self.settings, self.conf,
+                                 [topics.inbox, topics.fetch_results, self.conf.observations_topic()])
+        assert not lag, lag + "\n" + self.worker.log_tail()
+        written = await records_in(self.settings, topics.status)
+        deadline = time.monotonic() + 30
+        while len(self.follower.events) < written and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(self.follower.events) == written, (len(self.follower.events), written)
+
+
+async def records_in(settings: Settings, topic: str) -> int:
+    """How many records ``topic`` holds (end offsets; the test's topics are never truncated)."""
+    consumer = make_consumer(settings, group_id=None, client_suffix="e2e-ends")
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(settings.topics.partitions)])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+def assert_no_agent_crash(worker: Worker) -> None:
+    """faust restarts a crashed agent and redelivers its batch: the crash shows only in the log."""
+    log = worker.log_path.read_text(errors="replace")
+    crashed = [line for line in log.splitlines() if "Crashed reason=" in line]
+    assert not crashed, f"{len(crashed)} agent crashes, the first: {crashed[0]}\n{_first_traceback(log)}"
+
+
+def _first_traceback(log: str) -> str:
+    start = log.find("Traceback (most recent call last)")
+    return log[start:start + 3000] if start >= 0 else ""
+
+
+def _amazon_key(folder: Path) -> tuple[Path, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = folder / "amazon-pay-private.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return path, public
+
+
+def _accounts(settings: Settings, double_url: str, folder: Path) -> dict[ProviderName, dict[str, AccountConfig]]:
+    """The fetch accounts (Amazon Pay as the reliability suite has it; Mollie) and the Standard map."""
+    mollie_key = folder / "mollie-api-key"
+    mollie_key.write_text("test_e2e_mollie_key")
+    mollie = AccountConfig(api_base_url=f"{double_url}/mollie", api_key=f"file:{mollie_key}",
+                           fetch_rate_per_s=50.0, fetch_burst=10)
+    return {**settings.accounts, "mollie": {ACCOUNT: mollie},
+            "standard": {ACCOUNT: AccountConfig(status_map=STANDARD_STATUS_MAP)}}
+
+
+@asynccontextmanager
+async def running_pipeline(base: Settings, folder: Path, *, partitions: int = 3) -> AsyncIterator[Pipeline]:
+    """Fresh topics; ingest, provider double, fetcher and one processor worker, all running and ready."""
+    pki = make_test_pki()
+    topics = await fresh_topic_settings(base, partitions=partitions)
+    async with AsyncExitStack() as stack:
+        double = ProviderDouble()
+        private_pem, public_pem = _amazon_key(folder)
+        double.add_amazon_key(AMAZON_KEY_ID, public_pem)
+        await double.start()
+        stack.push_async_callback(double.stop)
+        settings = fetch_settings(topics, double.url, AMAZON_KEY_ID, private_pem)
+        settings = settings.model_copy(update={"accounts": _accounts(settings, double.url, folder)})
+
+        conf = processor_settings(poll_schedule_s=NO_STALE_POLLS)
+        worker = start_worker(settings, conf, folder)
+        stack.callback(_stopped, worker)
+        stop_fetching = asyncio.Event()
+        fetcher = asyncio.create_task(run_fetcher(settings, stop_fetching))
+        stack.push_async_callback(_stop_fetcher, fetcher, stop_fetching)
+        ingest = await start_ingest_for(stack, settings, pki, folder)
+        follower = await stack.enter_async_context(StatusFollower(settings))
+        yield Pipeline(settings, conf, ingest, double, worker, follower, Deliveries(pki), harness_material(folder))
+
+
+def _stopped(worker: Worker) -> None:
+    code = worker.stop()
+    assert code == 0, f"processor worker exited with {code}\n{worker.log_tail()}"
+
+
+async def _stop_fetcher(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    await asyncio.wait_for(task, 60)
+
+
+# --- which partitions a faust worker holds, from its log ------------------------------------------------
+
+# aiokafka logs every assignment at INFO ("Setting newly assigned partitions %s for group %s"); faust's
+# worker log handler renders the set as a table, one row per topic: "| <topic> | {0-1, 3} |".
+_ASSIGNED = "Setting newly assigned partitions"
+_ROW = re.compile(r"^\|\s*(?P<topic>\S+)\s*\|\s*\{(?P<parts>[0-9, -]*)\}\s*\|")
+
+
+def _partition_numbers(spec: str) -> set[int]:
+    numbers: set[int] = set()
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        low, _, high = item.partition("-")
+        numbers.update(range(int(low), int(high or low) + 1))
+    return numbers
+
+
+def assignments(log_text: str) -> list[dict[str, set[int]]]:
+    """Every assignment the worker logged, oldest first: topic -> partitions (empty dict: none)."""
+    found: list[dict[str, set[int]]] = []
+    lines = log_text.splitlines()
+    for index, line in enumerate(lines):
+        if _ASSIGNED not in line:
+            continue
+        table: dict[str, set[int]] = {}
+        if "set()" not in line:
+            for row in lines[index + 1:]:
+                if row.startswith("+") and table:
+                    break
+                match = _ROW.match(row)
+                if match:
+                    table[match["topic"]] = _partition_numbers(match["parts"])
+        found.append(table)
+    return found
+
+
+def current_partitions(worker: Worker, topic: str) -> set[int] | None:
+    """The partitions of ``topic`` in the worker's latest assignment; None before its first one."""
+    logged = assignments(worker.log_path.read_text(errors="replace"))
+    return logged[-1].get(topic, set()) if logged else None
