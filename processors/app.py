@@ -59,6 +59,8 @@ from schemas.join import PaymentState
 log = get_logger(__name__)
 
 BATCH_MAX = 500
+# How often the idle agents look for records faust dropped (a drop is acted on when seen twice in a row).
+DROPPED_RECORD_CHECK_S = 5.0
 # One pending output: (topic, key, value, headers).
 Output = tuple[Any, bytes, bytes, list[tuple[str, bytes]] | None]
 
@@ -145,6 +147,7 @@ class Processor:
         self.normalizer = Normalizer(settings)
         self.poller = StalePoller(PollSchedule(processor.poll_schedule_s, processor.poll_repeat_s), POLLABLE)
         self.parked: set[bytes] = set()
+        self.dropped_records = faust_fixes.DroppedRecordCheck()
         self._register()
 
     def _table(self, name: str, help_text: str) -> Any:
@@ -165,6 +168,7 @@ class Processor:
         app.agent(self.observations, name="reconcile", concurrency=1)(self.reconcile)
         app.timer(conf.schedule_tick_s, name="stale-payments")(self.poll_stale_payments)
         app.timer(conf.dedupe_sweep_interval_s, name="dedupe-sweep")(self.sweep_ledger)
+        app.timer(DROPPED_RECORD_CHECK_S, name="dropped-records")(self.refetch_dropped_records)
 
     # --- helpers ------------------------------------------------------------------------------
     def _dead_letter(self, event: Any, error: BaseException, now: datetime) -> Output:
@@ -312,6 +316,9 @@ class Processor:
         for provider, age in oldest.items():
             OLDEST_NON_TERMINAL_AGE.labels(provider).set(age)
             STALE_PAYMENTS.labels(provider).set(late[provider])
+
+    async def refetch_dropped_records(self) -> None:
+        await self.dropped_records(self.app.consumer)
 
     async def sweep_ledger(self) -> None:
         now_s = _utcnow().timestamp()

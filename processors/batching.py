@@ -12,17 +12,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from processors.faust_fixes import mark_processed
+from processors.faust_fixes import ACTIVITY, OrderGate, mark_processed
 
 
 async def acked_batches(stream: Any, max_size: int) -> AsyncIterator[list[Any]]:
     manual = stream.noack()
+    ACTIVITY.streams.append(manual)
+    gate = OrderGate(stream.app.consumer, stream.app)
     batch: list[Any] = []
     async for event in manual.events():
-        batch.append(event)
-        if len(batch) >= max_size or manual.channel.empty():
-            yield batch
-            for done in batch:
-                mark_processed(done)
-                await manual.ack(done)
+        if await gate.admit(event):
+            if not batch:
+                ACTIVITY.busy += 1
+            batch.append(event)
+        if batch and (len(batch) >= max_size or manual.channel.empty()):
+            try:
+                yield batch
+                for done in batch:
+                    mark_processed(done)
+                    await manual.ack(done)
+            finally:
+                ACTIVITY.busy -= 1
             batch = []

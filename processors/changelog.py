@@ -19,10 +19,22 @@ from paystream.logs import get_logger
 log = get_logger(__name__)
 
 
+class _Write:
+    """One changelog record: how to send it again, and the future of its latest send."""
+
+    __slots__ = ("args", "future", "send")
+
+    def __init__(self, send: Any, args: tuple[Any, ...], future: Any) -> None:
+        self.send, self.args, self.future = send, args, future
+
+
 class ChangelogWaiter:
+    """Shared by every agent and timer of the app. Each :meth:`written` waits for the writes pending when
+    it is called (its own and any other agent's), never fewer: an agent must not return while its own
+    writes are in flight merely because another agent happened to be waiting for them first."""
+
     def __init__(self) -> None:
-        # (the table's original send_changelog, its arguments, the future of that send)
-        self.pending: list[tuple[Any, tuple[Any, ...], Any]] = []
+        self.pending: dict[_Write, None] = {}  # insertion-ordered set
 
     def watch(self, table: Any) -> None:
         """Track every changelog record ``table`` sends from now on."""
@@ -32,21 +44,30 @@ class ChangelogWaiter:
                     value_serializer: Any = None) -> Any:
             args = (partition, key, value, key_serializer, value_serializer)
             future = send(*args)
-            self.pending.append((send, args, future))
+            self.pending[_Write(send, args, future)] = None
             return future
 
         table.send_changelog = tracked
 
     async def written(self) -> None:
-        """Return once every tracked changelog record is acknowledged (failed sends are repeated)."""
+        """Return once every changelog record pending at the call is acknowledged (failed sends are
+        repeated, once per failure whoever notices it first)."""
+        waiting = list(self.pending)
         delay = 0.2
-        while self.pending:
-            batch, self.pending = self.pending, []
-            results = await asyncio.gather(*(future for _, _, future in batch), return_exceptions=True)
-            failed = [(send, args) for (send, args, _), result in zip(batch, results, strict=True)
-                      if isinstance(result, BaseException)]
-            if failed:
-                log.warning("changelog_send_failed", failed=len(failed))
+        while waiting:
+            futures = [write.future for write in waiting]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            still: list[_Write] = []
+            for write, future, result in zip(waiting, futures, results, strict=True):
+                if not isinstance(result, BaseException):
+                    if write.future is future:
+                        self.pending.pop(write, None)
+                    continue
+                if write.future is future:  # nobody has sent it again yet
+                    write.future = write.send(*write.args)
+                still.append(write)
+            if still:
+                log.warning("changelog_send_failed", failed=len(still))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-                self.pending += [(send, args, send(*args)) for send, args in failed]
+            waiting = still

@@ -42,7 +42,8 @@ JARS = ROOT / ".cache" / "kafka-jars"
 STATE = ROOT / ".local" / "stack"
 KAFKA_START_TIMEOUT_S = 90.0
 MOTO_START_TIMEOUT_S = 30.0
-KAFKA_HEAP = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx512m")
+# 1 GiB: a full test run creates thousands of short-lived topic partitions (512 MiB ran out in long runs).
+KAFKA_HEAP = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx1g")
 
 
 class StackError(RuntimeError):

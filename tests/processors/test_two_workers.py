@@ -14,7 +14,6 @@ normalizes them.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import time
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.partitioner import murmur2
 from e2e_pipeline import NO_STALE_POLLS, assert_no_agent_crash, current_partitions
 from e2e_pipeline import demo_traffic as demo
 from processor_harness import (
@@ -36,6 +34,7 @@ from processor_harness import (
     start_worker,
     wait_drained,
 )
+from processor_harness import delivery_id_in as harness_delivery_id_in
 
 from paystream.config import Settings, TopicSettings
 from paystream.kafka import ensure_topics
@@ -50,14 +49,8 @@ FINAL = {"adyen": ("partially_refunded", 1000, 1000, 300), "stripe": ("captured"
 Row = tuple[str, int, str, int | None, int | None, int | None, str]
 
 
-def inbox_partition(provider: str, account: str, delivery_id: str) -> int:
-    """The default partitioner's choice for an inbox key (``provider:account:delivery_id``)."""
-    return int(murmur2(f"{provider}:{account}:{delivery_id}".encode()) & 0x7FFFFFFF) % PARTITIONS
-
-
 def delivery_id_in(partition: int, provider: str, account: str, stem: str) -> str:
-    return next(candidate for candidate in (f"{stem}~{n}" for n in itertools.count())
-                if inbox_partition(provider, account, candidate) == partition)
+    return harness_delivery_id_in(partition, PARTITIONS, provider, account, stem)
 
 
 def adyen_bodies(psp: str, start: float) -> list[tuple[str, dict[str, Any]]]:

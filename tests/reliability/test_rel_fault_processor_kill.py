@@ -30,20 +30,11 @@ from paystream.config import Settings
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
 
-# Known liveness bug, issue 5 (open): after a SIGKILL restart the faust worker sometimes stops fetching one
-# partition (nothing is lost; its lag grows until the next restart). Seen in ~1 of 3 runs on a loaded machine.
-# Not strict: a run that shows the stall is reported as XFAIL, a clean run as XPASS; everything the test
-# checks about loss and duplicates still runs either way.
-KNOWN_RESTART_STALL = pytest.mark.xfail(
-    strict=False, reason="issue 5: faust worker may stop fetching a partition after a SIGKILL restart"
-)
-
 RATE = 50.0
 DURATION_S = 20.0
 KILL_AFTER_S = 7.0
 
 
-@KNOWN_RESTART_STALL
 async def test_processor_worker_sigkilled_under_load_loses_and_repeats_nothing(
     base_settings: Settings, kafka_bootstrap: str, rel_pki: HarnessPki, tmp_path: Path
 ) -> None:
