@@ -30,10 +30,9 @@ about one run out of three (the offset was committed, the record never processed
    offsets: a partition's first records had no observation and no ledger entry, later ones had).
    The replacement commits a run only when it starts exactly at the next offset to commit: the committed
    offset, or, when none is known, the partition's log start (where such a partition is read from after
-   every seek to the committed offsets; unknown means no commit). Every record a stream
-   drops (a skip, or a delivery cancelled when the flow is suspended) happens around a rebalance, whose
-   recovery seeks back to the committed offsets; partitions with no committed offset are sought to their
-   start there (aiokafka would leave them at their position, past the dropped record: a stalled commit).
+   every seek to the committed offsets; unknown means no commit; aiokafka would leave such a partition at
+   its position, possibly past records an earlier generation never finished). A record dropped anyway now
+   stops the commit instead of vanishing, and (5) and (6) fetch it again.
 
 4. A table write may fail for good after the producer's first send to a new topic. aiokafka then tracks
    only the topics it was explicitly asked about, so its next metadata refresh drops every other topic —
