@@ -167,8 +167,8 @@ RATE_LIMITED_RESPONSES = Counter(
 )
 CIRCUIT_STATE = Gauge(
     "paystream_fetch_circuit_state",
-    "Circuit breaker per provider (0 closed, 1 half-open, 2 open).",
-    ["provider"],
+    "Circuit breaker per provider account (0 closed, 1 half-open, 2 open).",
+    ["provider", "account"],
 )
 FETCHES_IN_FLIGHT = Gauge("paystream_fetches_in_flight", "Provider calls in flight.", ["provider"])
 SWEEP_CURSOR_AGE = Gauge(

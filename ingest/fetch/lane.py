@@ -138,7 +138,7 @@ class ProviderLane:
             self.circuit.record_success()
         if self.circuit.state is not before:
             log.warning("circuit_state", provider=self.provider, account=self.account, state=self.circuit.state.name)
-        CIRCUIT_STATE.labels(self.provider).set(int(self.circuit.state))
+        CIRCUIT_STATE.labels(self.provider, self.account).set(int(self.circuit.state))
 
     # --- object fetches ----------------------------------------------------------------------------
     async def execute(self, request: FetchRequest) -> Decision:

@@ -146,11 +146,11 @@ async def test_circuit_opens_and_recovers(double: ProviderDouble, lanes: Lanes) 
     assert double.count("mollie") == calls_when_opened  # open: no call went out
     assert rejected.retry is not None
     assert rejected.retry.attempt == 1  # waiting for the circuit is not an attempt
-    assert registry.get_sample_value("paystream_fetch_circuit_state", {"provider": "mollie"}) == 2
+    assert registry.get_sample_value("paystream_fetch_circuit_state", {"provider": "mollie", "account": "main"}) == 2
     lane.circuit._opened_at -= OPTIONS.circuit_reset_s  # the reset period has passed
     probe = await lane.execute(request())
     assert probe.result is not None and probe.result.outcome == "ok"
-    assert registry.get_sample_value("paystream_fetch_circuit_state", {"provider": "mollie"}) == 0
+    assert registry.get_sample_value("paystream_fetch_circuit_state", {"provider": "mollie", "account": "main"}) == 0
 
 
 async def test_amazon_pay_lane_fetches_a_signed_charge(double: ProviderDouble, lanes: Lanes) -> None:
