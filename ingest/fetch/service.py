@@ -18,7 +18,7 @@ import signal
 from datetime import UTC, datetime
 from functools import partial
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from ingest.fetch.backoff import full_jitter_delay
@@ -33,8 +33,10 @@ from paystream.config import Settings
 from paystream.errors import NormalizationError
 from paystream.kafka import ensure_topics, make_consumer, make_producer
 from paystream.logs import get_logger
+from paystream.metrics import DLQ
 from paystream.probes import probe_server
-from schemas.envelopes import FetchRequest, FetchResult, to_rfc3339
+from processors.dlq import dlq_headers, reason_of
+from schemas.envelopes import FetchRequest, FetchResult
 
 log = get_logger(__name__)
 
@@ -162,31 +164,29 @@ class _Fetcher:
             batches = await self.consumer.getmany(timeout_ms=200, max_records=500)
             for tp, records in batches.items():
                 for record in records:
-                    await self._accept(tp, record.offset, record.value)
+                    await self._accept(tp, record)
 
-    async def _accept(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+    async def _accept(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         assert self.engine is not None
+        offset = record.offset
         try:
-            request = FetchRequest.from_bytes(value or b"")
+            request = FetchRequest.from_bytes(record.value or b"")
         except NormalizationError as exc:
-            await self._dead_letter(tp, offset, value or b"", exc)
+            await self._dead_letter(tp, record, exc)
             self.tracker.add(tp, offset)
             return
         job = self.engine.submit(request)
         job.on_done = partial(self.tracker.done, tp, offset)
         self.tracker.add(tp, offset, job)
 
-    async def _dead_letter(self, tp: TopicPartition, offset: int, value: bytes, exc: Exception) -> None:
-        log.error("fetch_request_malformed", partition=tp.partition, offset=offset, error=str(exc))
-        headers = [
-            ("error_class", type(exc).__name__.encode()),
-            ("error_message", str(exc).encode()[:1000]),
-            ("source_topic", tp.topic.encode()),
-            ("source_partition", str(tp.partition).encode()),
-            ("source_offset", str(offset).encode()),
-            ("first_failure_at", to_rfc3339(datetime.now(UTC)).encode()),
-        ]
-        await self.producer.send_and_wait(self.settings.topics.dlq, value=value, headers=headers)
+    async def _dead_letter(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """The record unchanged (key, value, headers) plus the same error headers the processors write."""
+        log.error("fetch_request_malformed", partition=tp.partition, offset=record.offset, error=str(exc))
+        headers = dlq_headers(list(record.headers or ()), error=exc, topic=tp.topic, partition=tp.partition,
+                              offset=record.offset, now=datetime.now(UTC))
+        await self.producer.send_and_wait(self.settings.topics.dlq, key=record.key, value=record.value or b"",
+                                          headers=headers)
+        DLQ.labels(tp.topic, reason_of(exc)).inc()
 
     async def _commit_loop(self) -> None:
         while True:

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -18,6 +19,7 @@ from ingest.fetch.options import FetchOptions
 from ingest.fetch.service import run_fetcher
 from paystream.config import Settings
 from paystream.kafka import make_consumer, make_producer
+from processors.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_TOPIC
 from schemas.envelopes import FetchRequest, FetchResult, from_rfc3339, to_rfc3339
 
 pytestmark = pytest.mark.kafka
@@ -80,6 +82,11 @@ async def publish(settings: Settings, *requests: FetchRequest) -> None:
 
 
 async def read_all(settings: Settings, topic: str) -> list[bytes]:
+    """Every record value on ``topic`` now (from the beginning to the current end)."""
+    return [record.value for record in await read_records(settings, topic) if record.value is not None]
+
+
+async def read_records(settings: Settings, topic: str) -> list[Any]:
     """Every record on ``topic`` now (from the beginning to the current end)."""
     consumer = make_consumer(settings, group_id=None, client_suffix="test-reader")
     await consumer.start()
@@ -88,11 +95,11 @@ async def read_all(settings: Settings, topic: str) -> list[bytes]:
         consumer.assign(partitions)
         await consumer.seek_to_beginning()
         ends = await consumer.end_offsets(partitions)
-        values: list[bytes] = []
+        found: list[Any] = []
         while any([await consumer.position(tp) < end for tp, end in ends.items()]):
             for records in (await consumer.getmany(timeout_ms=500)).values():
-                values.extend(r.value for r in records if r.value is not None)
-        return values
+                found.extend(records)
+        return found
     finally:
         await consumer.stop()
 
@@ -196,16 +203,22 @@ async def test_malformed_request_goes_to_the_dlq(
     await producer.start()
     await producer.send_and_wait(kafka_settings.topics.fetch_requests, key=b"k", value=b"not json")
     await producer.stop()
-    dlq: list[bytes] = []
+    dlq: list[Any] = []
 
     async def poll() -> None:
-        dlq[:] = await read_all(kafka_settings, kafka_settings.topics.dlq)
+        dlq[:] = await read_records(kafka_settings, kafka_settings.topics.dlq)
 
     deadline = time.monotonic() + 60
     while not dlq and time.monotonic() < deadline:
         await poll()
         await asyncio.sleep(0.2)
-    assert dlq == [b"not json"]
+    assert [(record.key, record.value) for record in dlq] == [(b"k", b"not json")]  # unchanged
+    headers = dict(dlq[0].headers)
+    # the same error headers the processors write (processors/dlq.py), so one DLQ reader serves both
+    assert headers[ERROR_REASON] == b"malformed_envelope"
+    assert headers[ERROR_CLASS] == b"NormalizationError"
+    assert headers[SOURCE_TOPIC] == kafka_settings.topics.fetch_requests.encode()
+    assert FIRST_FAILURE_AT in headers
 
 
 def stripe_event(n: int, *, created: int) -> dict[str, object]:
