@@ -40,6 +40,7 @@ import orjson
 from aiokafka import TopicPartition
 from http_harness import SNS_ACCOUNT, STRIPE_SECRET, Deliveries, RunningIngest
 from private_stack import load_stack
+from processor_harness import Worker
 from reliability_harness import LOAD_REPORTS, TALLY
 
 from ingest.providers.signers import sign_stripe
@@ -58,12 +59,9 @@ SNS_PATH = f"/webhooks/amazon_pay/{SNS_ACCOUNT}"
 # --- processes we SIGKILL ---------------------------------------------------------------------------
 
 
-@dataclass
-class FetcherProcess:
-    """``run_fetcher`` in a subprocess (so it can be SIGKILLed), with ``settings.fetch`` as its options."""
-
-    process: subprocess.Popen[bytes]
-    log_path: Path
+class FetcherProcess(Worker):
+    """``run_fetcher`` in a subprocess (so it can be SIGKILLed), with ``settings.fetch`` as its options;
+    kill / stop / log_tail are the processor worker's."""
 
     @classmethod
     def start(cls, settings: Settings, log_dir: Path, name: str = "fetcher") -> FetcherProcess:
@@ -74,23 +72,6 @@ class FetcherProcess:
                 stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         return cls(process, log_path)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
-        return self.process.returncode
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
 
 
 # --- the load -------------------------------------------------------------------------------------
