@@ -33,15 +33,15 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "fetch": ("fetch provider state for thin pushes, hints, sweeps and stale payments",
               None, "ingest.fetch.service:main"),
     "archive": ("archive raw deliveries and fetch results to S3 as gzip JSON lines",
-                None, "processors.archive:main"),
+                None, "processors.recovery.archive:main"),
     "replay": ("republish archived (S3) or retained (Kafka) deliveries into the inbox",
-               "processors.replay:add_replay_arguments", "processors.replay:run_replay"),
+               "processors.recovery.replay:add_replay_arguments", "processors.recovery.replay:run_replay"),
     "rebuild": ("re-derive payment state from the archive and diff it against the live status stream",
-                "processors.rebuild:add_rebuild_arguments", "processors.rebuild:run_rebuild"),
+                "processors.recovery.rebuild:add_rebuild_arguments", "processors.recovery.rebuild:run_rebuild"),
     "tail": ("follow payments.status.v1 and print one readable line per status change",
              "processors.tail:add_arguments", "processors.tail:main"),
     "run": ("run every process at once for local use (ingest, process, fetch, archive)",
-            "paystream.devrun:add_arguments", "paystream.devrun:run_all"),
+            "processors.devrun:add_arguments", "processors.devrun:run_all"),
 }
 
 

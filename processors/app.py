@@ -30,6 +30,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from paystream.config import PROVIDERS, Settings
+from paystream.dlq import dlq_headers, reason_of
 from paystream.logs import get_logger
 from paystream.metrics import (
     DLQ,
@@ -45,7 +46,6 @@ from processors import dedupe, faust_fixes, rocksdb_store
 from processors.batching import acked_batches
 from processors.changelog import ChangelogWaiter
 from processors.codec import ObservationRecord
-from processors.dlq import dlq_headers, reason_of
 from processors.faust_security import faust_broker_credentials
 from processors.normalize import Normalized, Normalizer
 from processors.providers import POLLABLE

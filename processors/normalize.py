@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ingest.providers.parse_support import field_of, iso_time, load_object, optional_field
 from paystream.config import AccountConfig, Settings
 from paystream.errors import NormalizationError
 from paystream.metrics import HINTS_RATE_LIMITED
 from processors import providers
 from processors.codec import ObservationRecord
-from processors.parse_support import field_of, iso_time, load_object, optional_field
 from schemas.envelopes import FetchReason, FetchRequest, FetchResult, InboxEnvelope, from_rfc3339, to_rfc3339
 from schemas.observation import Observation, payment_key
 from schemas.status import Source

@@ -13,11 +13,11 @@ from typing import Protocol
 from ingest.providers.adyen import parse as adyen
 from ingest.providers.amazon_pay import parse as amazon_pay
 from ingest.providers.mollie import parse as mollie
+from ingest.providers.parse_support import FetchTarget
 from ingest.providers.standard import parse as standard
 from ingest.providers.stripe import parse as stripe
 from paystream.config import AccountConfig
 from paystream.errors import NormalizationError
-from processors.parse_support import FetchTarget
 from schemas.observation import Observation
 from schemas.status import AgreementStatus, PaymentStatus, Source
 

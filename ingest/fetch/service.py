@@ -30,12 +30,12 @@ from ingest.fetch.offsets import OffsetTracker
 from ingest.fetch.options import FetchOptions
 from ingest.fetch.sweep import StripeEventSweep
 from paystream.config import Settings
+from paystream.dlq import dlq_headers, reason_of
 from paystream.errors import NormalizationError
 from paystream.kafka import ensure_topics, make_consumer, make_producer
 from paystream.logs import get_logger
 from paystream.metrics import DLQ
 from paystream.probes import probe_server
-from processors.dlq import dlq_headers, reason_of
 from schemas.envelopes import FetchRequest, FetchResult
 
 log = get_logger(__name__)

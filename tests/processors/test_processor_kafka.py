@@ -28,7 +28,7 @@ from processor_harness import (
 )
 
 from paystream.config import Settings
-from processors.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_OFFSET, SOURCE_TOPIC
+from paystream.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_OFFSET, SOURCE_TOPIC
 from schemas.envelopes import FetchRequest, FetchResult, to_rfc3339
 from schemas.event import load_schema
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from paystream.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_OFFSET, dlq_headers
 from paystream.errors import NormalizationError, UnknownProviderStatus
 from paystream.metrics import MISSED_WEBHOOKS
 from processors import dedupe
 from processors.codec import ObservationRecord
-from processors.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_OFFSET, dlq_headers
 from processors.reconcile import reconcile, schedule_entry
 from processors.scheduling import PollSchedule, StalePoller, freshness
 from schemas.observation import Observation

@@ -1,5 +1,5 @@
 """A duplicate storm: every delivery three times, a third of the payments out of order, then a replay of
-the whole range through processors/replay.py. One event per real transition, none twice.
+the whole range through processors/recovery/replay.py. One event per real transition, none twice.
 
 The storm is what a provider's retries plus a load balancer's retries look like; the replay is what an
 incident responder does after an outage. Neither may add a status event: duplicates are dropped by the
@@ -33,7 +33,7 @@ from processor_harness import processor_settings, start_worker, wait_drained
 from reliability_harness import TALLY, fresh_topic_settings
 
 from paystream.config import Settings
-from processors.replay import ReplayOptions, replay
+from processors.recovery.replay import ReplayOptions, replay
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
 

@@ -35,10 +35,10 @@ from reliability_harness import TALLY, fresh_topic_settings
 
 from paystream.config import Settings
 from paystream.kafka import connection_options, make_consumer
-from processors.archive import FlushPolicy, run_archiver
-from processors.archive_format import decode_object
-from processors.archive_store import ArchiveStore
-from processors.replay import ReplayOptions, replay
+from processors.recovery.archive import FlushPolicy, run_archiver
+from processors.recovery.archive_format import decode_object
+from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.replay import ReplayOptions, replay
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka, pytest.mark.s3]
 

@@ -35,9 +35,9 @@ from ingest.providers import PUSH_PROVIDERS
 from ingest.providers.amazon_pay import sns
 from ingest.providers.amazon_pay.certs import CertificateStore
 from ingest.providers.signers import adyen_batch, mollie_hint, sign_adyen_item, sign_standard, sign_stripe
+from paystream import dlq
 from paystream.config import AccountConfig, KafkaSettings, Settings, TopicSettings
 from paystream.errors import BrokerUnavailable, NormalizationError
-from processors import dlq
 from processors.scheduling import PollSchedule, stale_request
 from processors.settings import ProcessorSettings
 from schemas.envelopes import FetchRequest, FetchResult, InboxEnvelope, ReplayMark, to_rfc3339

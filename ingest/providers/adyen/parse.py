@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from ingest.providers.parse_support import Stamp, field_of, iso_time, load_object, lookup, optional_field
 from paystream.errors import NormalizationError
-from processors.parse_support import Stamp, field_of, iso_time, load_object, lookup, optional_field
 from schemas.observation import Observation
 from schemas.status import AgreementStatus, ObjectKind, PaymentStatus, Source
 

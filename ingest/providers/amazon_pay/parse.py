@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from paystream.errors import NormalizationError
-from processors.parse_support import (
+from ingest.providers.parse_support import (
     FetchTarget,
     Stamp,
     field_of,
@@ -28,6 +27,7 @@ from processors.parse_support import (
     minor_units,
     object_at,
 )
+from paystream.errors import NormalizationError
 from schemas.observation import Observation
 from schemas.status import AgreementStatus, ObjectKind, PaymentStatus, Source
 

@@ -16,8 +16,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from paystream.errors import NormalizationError
-from processors.parse_support import (
+from ingest.providers.parse_support import (
     FetchTarget,
     Stamp,
     field_of,
@@ -26,6 +25,7 @@ from processors.parse_support import (
     lookup,
     minor_units,
 )
+from paystream.errors import NormalizationError
 from schemas.observation import Observation
 from schemas.status import ObjectKind, PaymentStatus, Source
 

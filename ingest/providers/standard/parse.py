@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from ingest.providers.parse_support import field_of, iso_time, load_object, lookup, object_at, optional_field
 from paystream.errors import NormalizationError
-from processors.parse_support import field_of, iso_time, load_object, lookup, object_at, optional_field
 from schemas.observation import Observation
 from schemas.status import AgreementStatus, ObjectKind, PaymentStatus, Source
 

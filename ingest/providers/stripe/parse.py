@@ -21,8 +21,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from paystream.errors import NormalizationError
-from processors.parse_support import (
+from ingest.providers.parse_support import (
     FetchTarget,
     Stamp,
     field_of,
@@ -32,6 +31,7 @@ from processors.parse_support import (
     optional_field,
     unix_time,
 )
+from paystream.errors import NormalizationError
 from schemas.observation import Observation
 from schemas.status import AgreementStatus, ObjectKind, PaymentStatus, Source
 

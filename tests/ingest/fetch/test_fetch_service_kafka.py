@@ -18,8 +18,8 @@ from provider_double.server import Answer, ProviderDouble
 from ingest.fetch.options import FetchOptions
 from ingest.fetch.service import run_fetcher
 from paystream.config import Settings
+from paystream.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_TOPIC
 from paystream.kafka import make_consumer, make_producer
-from processors.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_TOPIC
 from schemas.envelopes import FetchRequest, FetchResult, from_rfc3339, to_rfc3339
 
 pytestmark = pytest.mark.kafka
@@ -214,7 +214,7 @@ async def test_malformed_request_goes_to_the_dlq(
         await asyncio.sleep(0.2)
     assert [(record.key, record.value) for record in dlq] == [(b"k", b"not json")]  # unchanged
     headers = dict(dlq[0].headers)
-    # the same error headers the processors write (processors/dlq.py), so one DLQ reader serves both
+    # the same error headers the processors write (paystream/dlq.py), so one DLQ reader serves both
     assert headers[ERROR_REASON] == b"malformed_envelope"
     assert headers[ERROR_CLASS] == b"NormalizationError"
     assert headers[SOURCE_TOPIC] == kafka_settings.topics.fetch_requests.encode()

@@ -14,10 +14,10 @@ from test_rebuild import publish_live, with_archive
 
 from paystream.config import Settings
 from paystream.kafka import connection_options
-from processors.archive_store import ArchiveStore
-from processors.rebuild import DIFFERENCES_FOUND, add_rebuild_arguments, run_rebuild
-from processors.rebuild_diff import RebuildReport
-from processors.rebuild_processors import rebuild_through_processors
+from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.rebuild import DIFFERENCES_FOUND, add_rebuild_arguments, run_rebuild
+from processors.recovery.rebuild_diff import RebuildReport
+from processors.recovery.rebuild_processors import rebuild_through_processors
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 

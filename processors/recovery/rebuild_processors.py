@@ -1,6 +1,6 @@
 """``paystream rebuild --through-processors``: re-derive payment state with the real processor app.
 
-The in-process rebuild (:mod:`processors.rebuild`) runs the processors' pure core; this mode runs the
+The in-process rebuild (:mod:`processors.recovery.rebuild`) runs the processors' pure core; this mode runs the
 processors themselves — faust agents, dedupe ledger, parking, tables with changelogs — so it also
 catches bugs outside the pure core. It never touches the live topics or consumer groups:
 
@@ -13,7 +13,7 @@ catches bugs outside the pure core. It never touches the live topics or consumer
 3. a processor worker (``run_processor``, in a ``python -c`` child process) runs until its consumer group has committed
    everything on the rebuild topics; it is stopped with SIGTERM (the graceful path);
 4. the last event per payment on the rebuild status topic is the rebuilt state, diffed against the live
-   status topic by :mod:`processors.rebuild_diff`;
+   status topic by :mod:`processors.recovery.rebuild_diff`;
 5. the temporary topics are deleted unless ``--keep``. (Kafka drops the group's offsets with its
    topics; the emptied group then expires by itself.)
 
@@ -43,16 +43,16 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from paystream.config import Settings
+from paystream.dlq import ERROR_REASON
 from paystream.errors import InfrastructureError, NormalizationError
 from paystream.kafka import connection_options, ensure_topics, make_consumer, make_producer
 from paystream.logs import configure, get_logger
-from processors.archive_format import ArchivedRecord
-from processors.archive_store import ArchiveStore
-from processors.dlq import ERROR_REASON
-from processors.rebuild_diff import RebuildReport, diff, read_live_status, read_to_end
-from processors.replay import check_time_range
-from processors.replay_progress import Progress
-from processors.replay_source import ArchiveSource
+from processors.recovery.archive_format import ArchivedRecord
+from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.rebuild_diff import RebuildReport, diff, read_live_status, read_to_end
+from processors.recovery.replay import check_time_range
+from processors.recovery.replay_progress import Progress
+from processors.recovery.replay_source import ArchiveSource
 from schemas.envelopes import FetchResult, InboxEnvelope
 
 log = get_logger(__name__)
@@ -178,7 +178,8 @@ class RebuildWorker:
                "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", "from processors.rebuild_processors import worker_child; worker_child()"],
+                [sys.executable, "-c",
+                 "from processors.recovery.rebuild_processors import worker_child; worker_child()"],
                 stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, env=env,
             )
         assert self.process.stdin is not None

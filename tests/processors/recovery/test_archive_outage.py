@@ -28,9 +28,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from paystream.config import Settings
 from paystream.kafka import connection_options, make_producer
 from paystream.metrics import registry
-from processors.archive import FlushPolicy, run_archiver
-from processors.archive_format import ArchivedRecord, decode_object
-from processors.archive_store import ArchiveStore
+from processors.recovery.archive import FlushPolicy, run_archiver
+from processors.recovery.archive_format import ArchivedRecord, decode_object
+from processors.recovery.archive_store import ArchiveStore
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 

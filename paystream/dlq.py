@@ -4,10 +4,9 @@ headers kept) with headers that say what failed, where the record came from and 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from paystream.errors import NormalizationError
-from schemas.envelopes import to_rfc3339
 
 ERROR_CLASS = "paystream-error-class"
 ERROR_MESSAGE = "paystream-error-message"
@@ -48,5 +47,10 @@ def dlq_headers(
         (SOURCE_TOPIC, topic.encode()),
         (SOURCE_PARTITION, str(partition).encode()),
         (SOURCE_OFFSET, str(offset).encode()),
-        (FIRST_FAILURE_AT, first if first is not None else to_rfc3339(now).encode()),
+        (FIRST_FAILURE_AT, first if first is not None else _rfc3339(now).encode()),
     ]
+
+
+def _rfc3339(moment: datetime) -> str:
+    """UTC, millisecond precision, trailing Z: the time format of every topic (``schemas.envelopes``)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from paystream.errors import NormalizationError
-from processors.archive_format import (
+from processors.recovery.archive_format import (
     ArchivedRecord,
     day_prefixes,
     decode_object,

@@ -42,11 +42,11 @@ from ingest.providers import PUSH_PROVIDERS
 from ingest.providers.signers import adyen_batch, sign_adyen_item, sign_standard, sign_stripe
 from paystream.config import AccountConfig, Settings
 from paystream.kafka import connection_options, make_consumer
-from processors.archive import FlushPolicy, run_archiver
-from processors.archive_format import decode_object
-from processors.archive_store import ArchiveStore
-from processors.rebuild_diff import Snapshot, read_live_status
-from processors.replay import ReplayOptions, replay
+from processors.recovery.archive import FlushPolicy, run_archiver
+from processors.recovery.archive_format import decode_object
+from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.rebuild_diff import Snapshot, read_live_status
+from processors.recovery.replay import ReplayOptions, replay
 from processors.settings import ProcessorSettings
 from schemas.envelopes import InboxEnvelope, to_rfc3339
 

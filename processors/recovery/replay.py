@@ -4,7 +4,7 @@ A replayed record is the original inbox envelope with ``replay`` set (when, and 
 republished to ``payments.inbox.v1`` under the SAME Kafka key (so it lands in the same partition as the
 original and the processors' dedupe by delivery id turns an already-applied delivery into a no-op) and
 with the same record headers. The original verification result is kept; ``--reverify`` checks the
-signature again against the current secrets first (see :mod:`processors.replay_reverify`).
+signature again against the current secrets first (see :mod:`processors.recovery.replay_reverify`).
 
 Records that are themselves replays are skipped unless ``--include-replays``: the original is in the
 same archive, so replaying the copy again would only add noise.
@@ -33,11 +33,11 @@ from paystream.config import PROVIDERS, Settings
 from paystream.errors import ConfigurationError, InfrastructureError, NormalizationError
 from paystream.kafka import make_producer
 from paystream.metrics import REPLAYED_RECORDS
-from processors.archive_format import ArchivedRecord
-from processors.archive_store import ArchiveStore
-from processors.replay_progress import Progress
-from processors.replay_reverify import Reverifier, ReverifyFailed
-from processors.replay_source import ArchiveSource, KafkaSource, RecordSource
+from processors.recovery.archive_format import ArchivedRecord
+from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.replay_progress import Progress
+from processors.recovery.replay_reverify import Reverifier, ReverifyFailed
+from processors.recovery.replay_source import ArchiveSource, KafkaSource, RecordSource
 from schemas.envelopes import InboxEnvelope, ReplayMark, to_rfc3339
 from schemas.observation import payment_key
 

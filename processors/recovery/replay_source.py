@@ -20,14 +20,14 @@ from aiokafka import TopicPartition
 from paystream.config import Settings
 from paystream.errors import ConfigurationError
 from paystream.kafka import make_consumer
-from processors.archive_format import (
+from processors.recovery.archive_format import (
     ArchivedRecord,
     day_prefixes,
     decode_object,
     hour_of,
     parse_object_key,
 )
-from processors.archive_store import ArchiveStore
+from processors.recovery.archive_store import ArchiveStore
 
 _READ_AHEAD = 4  # S3 objects downloaded concurrently ahead of the one being replayed
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from processors.rebuild_diff import Snapshot, diff
-from processors.replay_progress import Progress
+from processors.recovery.rebuild_diff import Snapshot, diff
+from processors.recovery.replay_progress import Progress
 
 CAPTURED = Snapshot("captured", 1500, 1500, 0, "EUR")
 

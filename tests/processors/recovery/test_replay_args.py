@@ -10,7 +10,7 @@ import pytest
 
 from paystream.config import Settings
 from paystream.errors import ConfigurationError
-from processors.replay import ReplayOptions, add_replay_arguments, parse_moment, run_replay
+from processors.recovery.replay import ReplayOptions, add_replay_arguments, parse_moment, run_replay
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 

@@ -13,9 +13,9 @@ from aiokafka import TopicPartition
 
 from paystream.config import AccountConfig, Settings
 from paystream.kafka import make_consumer, make_producer
-from processors.archive_format import ArchivedRecord, encode_object, hour_of, object_key
-from processors.archive_store import ArchiveStore
-from processors.replay import ReplayOptions, ReplaySummary, add_replay_arguments, replay, run_replay
+from processors.recovery.archive_format import ArchivedRecord, encode_object, hour_of, object_key
+from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.replay import ReplayOptions, ReplaySummary, add_replay_arguments, replay, run_replay
 from schemas.envelopes import InboxEnvelope, ReplayMark, to_rfc3339
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]

@@ -36,8 +36,8 @@ from paystream.kafka import ensure_topics, make_consumer
 from paystream.logs import get_logger
 from paystream.metrics import ARCHIVE_LAG_SECONDS, ARCHIVE_UPLOADS, ARCHIVED_RECORDS
 from paystream.probes import probe_server
-from processors.archive_format import ArchivedRecord, encode_object, hour_of, object_key
-from processors.archive_store import ArchiveStore
+from processors.recovery.archive_format import ArchivedRecord, encode_object, hour_of, object_key
+from processors.recovery.archive_store import ArchiveStore
 
 log = get_logger(__name__)
 

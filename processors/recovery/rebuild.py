@@ -11,11 +11,11 @@ hints contribute nothing (their fetch results, archived as well, carry the statu
 processors would dead-letter are counted by reason.
 
 ``--through-processors`` rebuilds with the real processor app instead, on temporary topics under a fresh
-application id (see :mod:`processors.rebuild_processors`): slower, and it needs the broker, but it checks
+application id (see :mod:`processors.recovery.rebuild_processors`): slower, and it needs the broker, but it checks
 the whole processor, not only its pure core.
 
 ``--diff`` compares with the last event per payment on ``payments.status.v1`` (see
-:mod:`processors.rebuild_diff`). Use the whole archive for a diff (no ``--since``): a partial archive
+:mod:`processors.recovery.rebuild_diff`). Use the whole archive for a diff (no ``--since``): a partial archive
 rebuilds partial states. Exit codes: 0 no differences, 4 differences found, 1 a dependency failed,
 2 bad arguments.
 """
@@ -34,14 +34,14 @@ from aiokafka.errors import KafkaError
 
 from paystream.config import PROVIDERS, Settings
 from paystream.errors import ConfigurationError, InfrastructureError, NormalizationError
-from processors.archive_format import ArchivedRecord
-from processors.archive_store import ArchiveStore
 from processors.normalize import Normalizer
-from processors.rebuild_diff import RebuildReport, Snapshot, diff, read_live_status
-from processors.rebuild_processors import rebuild_through_processors
-from processors.replay import add_time_range_arguments, check_time_range, fail
-from processors.replay_progress import Progress
-from processors.replay_source import ArchiveSource
+from processors.recovery.archive_format import ArchivedRecord
+from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.rebuild_diff import RebuildReport, Snapshot, diff, read_live_status
+from processors.recovery.rebuild_processors import rebuild_through_processors
+from processors.recovery.replay import add_time_range_arguments, check_time_range, fail
+from processors.recovery.replay_progress import Progress
+from processors.recovery.replay_source import ArchiveSource
 from schemas.envelopes import FetchResult, InboxEnvelope
 from schemas.join import PaymentState, apply
 

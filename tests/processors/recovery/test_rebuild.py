@@ -11,9 +11,9 @@ import pytest
 
 from paystream.config import Settings
 from paystream.kafka import make_producer
-from processors.archive_format import ArchivedRecord, encode_object, hour_of, object_key
-from processors.archive_store import ArchiveStore
-from processors.rebuild import (
+from processors.recovery.archive_format import ArchivedRecord, encode_object, hour_of, object_key
+from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.rebuild import (
     DIFFERENCES_FOUND,
     RebuildReport,
     StateBuilder,

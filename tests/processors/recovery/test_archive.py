@@ -13,9 +13,9 @@ import pytest
 from paystream.config import Settings
 from paystream.errors import ConfigurationError
 from paystream.kafka import make_producer
-from processors.archive import FlushPolicy, run_archiver
-from processors.archive_format import ArchivedRecord, decode_object
-from processors.archive_store import ArchiveStore
+from processors.recovery.archive import FlushPolicy, run_archiver
+from processors.recovery.archive_format import ArchivedRecord, decode_object
+from processors.recovery.archive_store import ArchiveStore
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 
