@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 OVERLAYS = DEPLOY / "k8s" / "overlays"
 RULES_FILE = DEPLOY / "prometheus" / "paystream-rules.yaml"
+# promtool rule unit tests, one file per alert, named after it (deploy/prometheus/tests/README.md).
+ALERT_TESTS = DEPLOY / "prometheus" / "tests"
 DASHBOARD_FILE = DEPLOY / "grafana" / "paystream.json"
 ALERT_DOCS = REPO / "docs" / "alerts.md"
 STRIMZI = DEPLOY / "strimzi"
@@ -24,9 +26,20 @@ STRIMZI = DEPLOY / "strimzi"
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "container", "endpoint"})
 
 
+def rule_groups() -> list[dict[str, Any]]:
+    """The rule groups of the PrometheusRule: what the operator hands Prometheus as a rules file."""
+    groups: list[dict[str, Any]] = yaml.safe_load(RULES_FILE.read_text())["spec"]["groups"]
+    return groups
+
+
 def alert_rules() -> list[dict[str, Any]]:
-    document = yaml.safe_load(RULES_FILE.read_text())
-    return [rule for group in document["spec"]["groups"] for rule in group["rules"]]
+    return [rule for group in rule_groups() for rule in group["rules"]]
+
+
+def write_rules_file(path: Path, groups: list[dict[str, Any]]) -> Path:
+    """A plain Prometheus rules file (``groups:`` at the top) for promtool."""
+    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    return path
 
 
 def dashboard() -> dict[str, Any]:
@@ -34,8 +47,13 @@ def dashboard() -> dict[str, Any]:
     return data
 
 
+# Grafana's built-in interval variables, replaced by a typical value so the expression is plain PromQL.
+GRAFANA_INTERVALS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "24h"}
+
+
 def dashboard_queries(board: dict[str, Any]) -> list[str]:
-    """Every PromQL expression of the dashboard: panel targets and templating variable queries."""
+    """Every PromQL expression of the dashboard, as Grafana sends it to Prometheus: panel targets and
+    templating-variable queries, with the dashboard's variables replaced (see :func:`as_promql`)."""
     queries = [
         target["expr"]
         for panel in board["panels"]
@@ -48,7 +66,24 @@ def dashboard_queries(board: dict[str, Any]) -> list[str]:
         # label_values(metric, label): the metric is the first argument.
         match = re.fullmatch(r"label_values\((.+),\s*\w+\)", query)
         queries.append(match.group(1) if match else query)
-    return queries
+    return [as_promql(query, board) for query in queries]
+
+
+def as_promql(expr: str, board: dict[str, Any]) -> str:
+    """``expr`` with Grafana's interval variables and the dashboard's own variables (``$name``, ``${name}``,
+    ``[[name]]``) replaced by what Grafana would send: a duration, or the variable's "All" value."""
+    for name, duration in GRAFANA_INTERVALS.items():
+        expr = expr.replace(name, duration)
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "datasource":
+            continue
+        value = variable.get("allValue") or ".*"
+        name = variable["name"]
+        pattern = rf"\$\{{{name}(?::\w+)?\}}|\$\b{name}\b|\[\[{name}\]\]"
+        expr = re.sub(pattern, value.replace("\\", "\\\\"), expr)
+    if "$" in expr or "[[" in expr:
+        raise ValueError(f"a Grafana variable this test does not know is left in: {expr}")
+    return expr
 
 
 def defined_collectors() -> dict[str, MetricWrapperBase]:
@@ -65,7 +100,8 @@ def series_names() -> dict[str, tuple[str, frozenset[str]]]:
     """Every series name a query may use → (metric type, its label names).
 
     Counters are exposed as ``<name>_total``; histograms only as ``_bucket`` (with ``le``), ``_count``
-    and ``_sum``: the bare histogram name is no series at all.
+    and ``_sum``: the bare histogram name is no series at all. prometheus_client also exposes the
+    ``_created`` timestamp of counters and histograms.
     """
     names: dict[str, tuple[str, frozenset[str]]] = {}
     for family_name, collector in defined_collectors().items():
@@ -73,12 +109,14 @@ def series_names() -> dict[str, tuple[str, frozenset[str]]]:
         labels: frozenset[str] = frozenset(collector._labelnames)
         if kind == "counter":
             names[f"{family_name}_total"] = (kind, labels)
+            names[f"{family_name}_created"] = (kind, labels)
         elif kind == "gauge":
             names[family_name] = (kind, labels)
         elif kind == "histogram":
             names[f"{family_name}_bucket"] = (kind, labels | {"le"})
             names[f"{family_name}_count"] = (kind, labels)
             names[f"{family_name}_sum"] = (kind, labels)
+            names[f"{family_name}_created"] = (kind, labels)
         elif kind == "summary":
             names[family_name] = (kind, labels | {"quantile"})
             names[f"{family_name}_count"] = (kind, labels)

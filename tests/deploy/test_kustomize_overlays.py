@@ -1,14 +1,15 @@
 """The Kustomize overlays render, validate against the Kubernetes schemas, and mean what they say.
 
-Rendering uses tests/deploy/kustomize_subset.py (kustomize itself is a Go binary no registry here
-ships). Built-in kinds are validated with the JSON Schemas of the `kubernetes-validate` package in
-strict mode (unknown fields fail); the custom resources with the hand-kept schemas of
-custom_resource_schemas.py.
+Rendering runs the real ``kustomize build`` (the version the Makefile pins, built by ``make tools``; see
+go_tools.py). Built-in kinds are validated with the JSON Schemas of the `kubernetes-validate` package in
+strict mode (unknown fields fail); the custom resources (Prometheus Operator, Strimzi) with the
+hand-kept schemas of custom_resource_schemas.py, since no tool here ships their CRD schemas offline.
 """
 
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -16,7 +17,7 @@ import kubernetes_validate
 import pytest
 from custom_resource_schemas import SCHEMAS
 from deploy_files import OVERLAYS
-from kustomize_subset import Resource, build
+from go_tools import ToolFailed, kustomize_build
 
 from paystream.config import Settings
 
@@ -34,12 +35,13 @@ PROCESSES = {
 # test fails until the name is removed here.
 PENDING_SETTINGS: set[str] = set()
 
+Resource = dict[str, Any]
 _rendered: dict[str, list[Resource]] = {}
 
 
 def rendered(overlay: str) -> list[Resource]:
     if overlay not in _rendered:
-        _rendered[overlay] = build(OVERLAYS / overlay)
+        _rendered[overlay] = kustomize_build(OVERLAYS / overlay)
     return _rendered[overlay]
 
 
@@ -71,6 +73,17 @@ def test_overlay_renders_every_process(overlay: str) -> None:
         "paystream-fetcher": "Deployment",
         "paystream-archiver": "Deployment",
     }
+
+
+def test_a_broken_kustomization_fails_the_build(tmp_path: Path) -> None:
+    # A patch for a resource the kustomization does not have: kustomize's own error reaches the test.
+    (tmp_path / "kustomization.yaml").write_text("resources: [config.yaml]\npatches:\n  - path: ingest.yaml\n")
+    (tmp_path / "config.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: paystream-env}\n")
+    (tmp_path / "ingest.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: paystream-ingest}\nspec: {replicas: 2}\n"
+    )
+    with pytest.raises(ToolFailed, match="no resource matches strategic merge patch"):
+        kustomize_build(tmp_path)
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_NAMES)

@@ -1,17 +1,22 @@
-"""Alerts and dashboard name only metrics (and labels) that paystream/metrics.py defines."""
+"""Alerts and dashboard name only metrics (and labels) that paystream/metrics.py defines.
+
+The selectors of each expression come from Prometheus's own parser (promql_selectors.py), the names they
+may use from the collectors in paystream/metrics.py (deploy_files.series_names).
+"""
 
 from __future__ import annotations
 
 import pytest
 from deploy_files import TARGET_LABELS, alert_rules, dashboard, dashboard_queries, series_names
-from promql_names import PromQLError, names_in
+from go_tools import ToolFailed
+from promql_selectors import SelectorError, selectors
 
 
 def _unknown_metrics(expressions: list[str]) -> dict[str, set[str]]:
     known = series_names()
     unknown: dict[str, set[str]] = {}
     for expr in expressions:
-        missing = names_in(expr).metrics - set(known)
+        missing = {s.metric for s in selectors(expr)} - set(known)
         if missing:
             unknown[expr] = missing
     return unknown
@@ -21,7 +26,7 @@ def _unknown_labels(expressions: list[str]) -> list[str]:
     known = series_names()
     problems = []
     for expr in expressions:
-        for selector in names_in(expr).selectors:
+        for selector in selectors(expr):
             if selector.metric not in known:
                 continue  # reported by the metric-name tests
             _, labels = known[selector.metric]
@@ -69,6 +74,11 @@ def test_misspelled_metric_is_reported() -> None:
     assert _unknown_metrics([expr]) == {expr: {"paystream_signature_failure_total"}}
 
 
+def test_metric_without_the_paystream_prefix_is_reported_too() -> None:
+    expr = "sum(rate(paystrem_dlq_total[5m])) > 0"
+    assert _unknown_metrics([expr]) == {expr: {"paystrem_dlq_total"}}
+
+
 def test_unknown_label_is_reported() -> None:
     problems = _unknown_labels(['rate(paystream_dlq_total{provider="stripe"}[5m])'])
     assert len(problems) == 1
@@ -77,28 +87,31 @@ def test_unknown_label_is_reported() -> None:
 
 def test_names_in_strings_grouping_clauses_and_ranges_are_not_metrics() -> None:
     expr = (
-        'sum by (provider, le) (rate(paystream_fetch_seconds_bucket{provider=~"not_a_metric"}'
-        "[$__rate_interval])) > on (job) group_left (instance) paystream_fetch_queue_depth offset 5m"
-        " * 1e3 + 7 * 86400"
+        'sum by (provider, le) (rate(paystream_fetch_seconds_bucket{provider=~"not_a_metric{x}"}'
+        "[5m])) > on (job) group_left (instance) paystream_fetch_queue_depth offset 5m"
+        ' * 1e3 + 7 * 86400 + label_replace(vector(1), "dst", "{looks_like_a_metric}", "src", ".*")'
     )
-    assert names_in(expr).metrics == {"paystream_fetch_seconds_bucket", "paystream_fetch_queue_depth"}
+    assert {(s.metric, s.labels) for s in selectors(expr)} == {
+        ("paystream_fetch_seconds_bucket", frozenset({"provider"})),
+        ("paystream_fetch_queue_depth", frozenset()),
+    }
 
 
 def test_selector_labels_are_read_per_metric() -> None:
-    selectors = names_in('a_total{x="1", y=~"{2}"} / b{z!="3"}').selectors
-    assert {(s.metric, s.labels) for s in selectors} == {("a_total", frozenset({"x", "y"})), ("b", frozenset({"z"}))}
+    found = selectors('a_total{x="1", y=~"a{2}"} / b{z!="3"}')
+    assert {(s.metric, s.labels) for s in found} == {("a_total", frozenset({"x", "y"})), ("b", frozenset({"z"}))}
 
 
-def test_unknown_function_is_rejected() -> None:
-    with pytest.raises(PromQLError, match="histogram_quantlie"):
-        names_in("histogram_quantlie(0.99, rate(paystream_fetch_seconds_bucket[5m]))")
+def test_unknown_function_is_rejected_by_promtool() -> None:
+    with pytest.raises(ToolFailed, match="histogram_quantlie"):
+        selectors("histogram_quantlie(0.99, rate(paystream_fetch_seconds_bucket[5m]))")
 
 
 def test_selector_without_metric_name_is_rejected() -> None:
-    with pytest.raises(PromQLError, match="without a metric name"):
-        names_in('rate({job="paystream-ingest"}[5m])')
+    with pytest.raises(SelectorError, match="without a metric name"):
+        selectors('rate({job="paystream-ingest"}[5m])')
 
 
 def test_selection_by_name_label_is_rejected() -> None:
-    with pytest.raises(PromQLError, match="__name__"):
-        names_in('rate({__name__=~"paystream_.*"}[5m])')
+    with pytest.raises(SelectorError, match="__name__"):
+        selectors('rate({__name__=~"paystream_.*"}[5m])')
