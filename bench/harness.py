@@ -65,7 +65,7 @@ def prepare(label: str) -> Run:
     base = load_settings(accounts=workload.accounts(), log_level="warning", state_dir=scratch / "state")
     asyncio.run(check_metadata(base.kafka.bootstrap))  # fails loudly when the broker is not there
     tag = f"bench{uuid.uuid4().hex[:8]}"
-    names = ("inbox", "fetch_requests", "fetch_results", "status", "dlq")
+    names = ("inbox", "fetch_requests", "fetch_results", "status", "state", "dlq")
     topics = base.topics.model_copy(update={name: f"{tag}.{getattr(base.topics, name)}" for name in names})
     settings = base.model_copy(update={"topics": topics})
     asyncio.run(ensure_topics(settings))

@@ -300,8 +300,9 @@ def _summary(record: Any) -> dict[str, Any]:
             "refunded": data["refunded_amount"], "evidence": data["evidence"]}
 
 
-def run(payments: int = PAYMENTS, *, store: str = "paystream-rocksdb://",
+def run(payments: int = PAYMENTS, *, guarantee: str = "exactly-once",
         profile_if_short: bool = True) -> dict[str, Any]:
+    store = guarantee
     bench = harness.prepare("processors")
     settings, topics = bench.settings, bench.settings.topics
     results: dict[str, Any] = {"payments": payments, "partitions": topics.partitions, "goal": GOAL, "store": store}
@@ -336,7 +337,7 @@ def run(payments: int = PAYMENTS, *, store: str = "paystream-rocksdb://",
         harness.stop(loop)
 
         # 2. the faust worker
-        worker = harness.start_processor(bench, bench.processor_settings(store=store), "processor")
+        worker = harness.start_processor(bench, bench.processor_settings(processing_guarantee=guarantee), "processor")
         faust, tail = _measure(bench, worker, "processor", topics.status, expected, _status_identity)
         faust["exit_code"] = harness.stop(worker)
         faust["check"] = _check_events(tail, steps)
@@ -355,7 +356,7 @@ def run(payments: int = PAYMENTS, *, store: str = "paystream-rocksdb://",
 def _profile(bench: harness.Run, expected: int, store: str) -> dict[str, Any]:
     """The same inbox once more with a fresh app id (so from offset 0) and its own status topic, sampled by
     pyinstrument from its first status event to its ``PROFILE_RECORDS``th."""
-    conf = bench.processor_settings(app_id=f"{bench.tag}-profiled", store=store)
+    conf = bench.processor_settings(app_id=f"{bench.tag}-profiled", processing_guarantee=store)
     raw = bench.scratch / "processor-profile.txt"
     status = f"{bench.tag}.profiled.status"
     asyncio.run(_create_topic(bench.settings, status))
@@ -408,8 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="(internal) run the processor worker").add_argument("spec", type=Path)
     sub.add_parser("baseline", help="(internal) run the bare aiokafka loop").add_argument("spec", type=Path)
     parser.add_argument("--payments", type=int, default=PAYMENTS)
-    parser.add_argument("--store", default="paystream-rocksdb://",
-                        help="the processor's table store (paystream-rocksdb://, the production default, or memory://)")
+    parser.add_argument("--guarantee", default="exactly-once", choices=["exactly-once", "at-least-once"])
     parser.add_argument("--no-profile", action="store_true", help="never run the profiled pass")
     args = parser.parse_args(argv)
     if args.command == "worker":
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure("warning", "console")
     harness.quiet_client_logs()
-    results = run(args.payments, store=args.store, profile_if_short=not args.no_profile)
+    results = run(args.payments, guarantee=args.guarantee, profile_if_short=not args.no_profile)
     print(table(results))
     print(json.dumps(results, indent=2))
     return 0

@@ -228,17 +228,23 @@ def envelopes(deliveries: list[Delivery], settings: Any) -> list[Any]:
 def expected_events(inbox: list[Any], settings: Any) -> dict[str, tuple[int, str]]:
     """payment key → (events emitted, final status) by the pure normalize + reconcile, in the given order."""
     from processors.normalize import Normalizer
-    from processors.reconcile import reconcile
+    from processors.providers import POLLABLE
+    from processors.reconcile import Reconciler
+    from processors.scheduling import PollSchedule
 
+    conf = settings.processor
     normalizer = Normalizer(settings)
-    states: dict[bytes, Any] = {}
+    reconcile = Reconciler(PollSchedule(conf.poll_schedule_s, conf.poll_repeat_s), POLLABLE, conf.dedupe_ttl_s)
+    records: dict[str, Any] = {}
     out: dict[str, tuple[int, str]] = {}
     now = datetime.now(UTC)
     for envelope in inbox:
-        for record in normalizer.inbox(envelope, now).observations:
-            result = reconcile(states.get(record.key), record, now)
-            states[record.key] = result.state
-            count, _ = out.get(record.key.decode(), (0, ""))
-            status = result.state.status
-            out[record.key.decode()] = (count + (result.event is not None), str(getattr(status, "value", status)))
+        for item in normalizer.inbox(envelope, now):
+            key = item.payment_key
+            result = reconcile(records.get(key), item, now)
+            records[key] = result.record
+            count, _ = out.get(key, (0, ""))
+            state = result.record.state
+            status = None if state is None else state.status
+            out[key] = (count + (result.event is not None), str(getattr(status, "value", status)))
     return out

@@ -39,9 +39,16 @@ class TopicSettings(BaseModel):
     fetch_requests: str = "payments.fetch.requests.v1"
     fetch_results: str = "payments.fetch.results.v1"
     status: str = "payments.status.v1"
+    # Compacted, keyed by payment key: the latest status event of every payment (a new consumer bootstraps
+    # from it instead of reading the whole status history).
+    state: str = "payments.state.v1"
     dlq: str = "payments.dlq.v1"
     # Compacted, one partition: the Stripe sweep cursors (created by the fetcher itself).
     fetch_cursors: str = "payments.fetch.cursors.v1"
+    # Compacted, as many partitions as fetch_requests: the fetcher's durable store of requests due later
+    # (ingest/fetch/delayed.py). Created by the fetcher itself with the requests topic's partition count, and
+    # kept out of all_names() so tools that create or delete "all topics" never touch a live schedule.
+    fetch_delayed: str = "payments.fetch.delayed.v1"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     # Raw deliveries are kept long enough to replay a week-long incident from Kafka alone;
@@ -53,7 +60,11 @@ class TopicSettings(BaseModel):
     dlq_retention_ms: int = 30 * 24 * 3600 * 1000
 
     def all_names(self) -> list[str]:
-        return [self.inbox, self.fetch_requests, self.fetch_results, self.status, self.dlq]
+        return [self.inbox, self.fetch_requests, self.fetch_results, self.status, self.state, self.dlq]
+
+    def cleanup_policy(self, name: str) -> str:
+        """``compact`` for topics that hold the latest value per key, ``delete`` for streams."""
+        return "compact" if name == self.state else "delete"
 
     def retention_ms(self, name: str) -> int:
         by_name = {
@@ -61,6 +72,7 @@ class TopicSettings(BaseModel):
             self.fetch_requests: self.fetch_retention_ms,
             self.fetch_results: self.fetch_retention_ms,
             self.status: self.status_retention_ms,
+            self.state: -1,
             self.dlq: self.dlq_retention_ms,
         }
         return by_name[name]
@@ -120,13 +132,19 @@ class FetchSettings(BaseModel):
     # Requests in flight per provider (over all its accounts); also the worker count per account.
     in_flight_per_provider: int = Field(default=8, ge=1)
     circuit_failure_threshold: int = Field(default=5, ge=1)
+    # An open circuit lets one probe out after circuit_first_reset_s; each failed probe doubles the wait, up
+    # to circuit_reset_s (a short outage recovers in seconds, a long one is probed once per circuit_reset_s).
     circuit_reset_s: float = Field(default=30.0, gt=0)
+    circuit_first_reset_s: float = Field(default=1.0, gt=0)
     # False lifts the token buckets (benchmarks only).
     rate_limit: bool = True
     # With several fetcher replicas each takes this share of every account's rate.
     replicas: int = Field(default=1, ge=1)
     # Requests held (waiting for not-before, queued or in flight) before the consumer pauses.
     max_pending: int = Field(default=10_000, ge=1)
+    # A request due further ahead than this is written to the delayed store (TopicSettings.fetch_delayed) and
+    # its offset committed at once; sooner ones wait in memory and hold their partition's commit until done.
+    delayed_threshold_s: float = Field(default=10.0, ge=0)
     commit_interval_s: float = Field(default=1.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, gt=0)
     # Stripe Events sweeps: "events" (every event) and "undelivered" (delivery_success=false).
@@ -145,42 +163,36 @@ DAY_S = 24 * 3600
 
 
 class ProcessorSettings(BaseModel):
-    # faust app id: the consumer group and the prefix of internal / changelog topics.
+    """The stream processor (``paystream process``, Quix Streams)."""
+
+    # The consumer group, and the prefix of the processor's internal topics (payment inputs, state changelog).
     app_id: str = "paystream-processor"
-    # Table store. "paystream-rocksdb://" (processors/rocksdb_store.py: RocksDB via rocksdict under
-    # Settings.state_dir, one database per changelog partition, each key in its own partition's database)
-    # keeps state on disk so a restart recovers only the changelog tail. "memory://" rebuilds every table
-    # from its changelog at start-up (tests). faust's stock "rocksdb://" is refused: it files a key under
-    # the current event's partition, and our batched writes then read stale copies.
-    store: str = "paystream-rocksdb://"
-    # How long a delivery id is remembered: at least as long as providers retry (Adyen: 30 days).
+    # "exactly-once": outputs, state changelog and input offsets of a checkpoint commit in one Kafka
+    # transaction; a read_committed consumer sees every status event once. "at-least-once": faster commits,
+    # events may repeat after a crash (same id and sequence: consumers dedupe by id).
+    processing_guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
+    # A checkpoint (one transaction under exactly-once) commits this often, and after `commit_every` inputs
+    # when that comes first (0 = by time only). Under exactly-once, events become visible to read_committed
+    # consumers when their checkpoint commits, and the two stages each wait for one: this bounds the added
+    # latency (see bench/README.md for the measurement behind the default).
+    commit_interval_s: float = Field(default=0.1, gt=0)
+    commit_every: int = Field(default=0, ge=0)
+    # How long a delivery id is remembered per payment: at least as long as providers retry (Adyen: 30 days).
     dedupe_ttl_s: int = Field(default=31 * DAY_S, ge=1)
-    # How often expired dedupe entries are deleted (they are also ignored when found expired).
-    dedupe_sweep_interval_s: float = Field(default=3600.0, gt=0)
     # Stale-payment polls: delays after the last news, then every `poll_repeat_s`, never auto-failing.
     poll_schedule_s: list[int] = Field(default_factory=lambda: [60, 300, 900, 3600, 6 * 3600, DAY_S])
     poll_repeat_s: int = Field(default=DAY_S, ge=1)
-    # How often the stale-payment timer looks at the schedule (also refreshes the freshness gauges).
-    schedule_tick_s: float = Field(default=15.0, gt=0)
-    # A non-terminal payment with no news for longer than this counts as past the freshness SLO.
+    # A payment awaiting news with no status change for longer than this counts as past the freshness SLO.
     freshness_slo_s: float = Field(default=900.0, gt=0)
-    # Offsets are committed at least this often (faust broker_commit_interval).
-    commit_interval_s: float = Field(default=1.0, gt=0)
-
+    # Follow payments.state.v1 in the worker to export the freshness gauges (oldest non-terminal payment,
+    # payments past the SLO); every replica exports the same values.
+    freshness_gauges: bool = True
     # A worker that died without leaving the group holds its partitions this long (Kafka session timeout).
     session_timeout_s: float = Field(default=30.0, ge=6.0)
 
-    @field_validator("store")
-    @classmethod
-    def _known_good_store(cls, value: str) -> str:
-        if value.split("://", 1)[0] == "rocksdb":
-            raise ValueError("faust's stock rocksdb:// store returns stale state for batched writes; "
-                             "use paystream-rocksdb:// (or memory://)")
-        return value
-
-    def observations_topic(self) -> str:
-        """The internal topic that repartitions observations by payment key."""
-        return f"{self.app_id}-observations"
+    def inputs_topic(self) -> str:
+        """The internal topic that repartitions payment inputs by payment key (intake → reconcile)."""
+        return f"{self.app_id}-payment-inputs"
 
 
 class SnsSettings(BaseModel):
@@ -210,6 +222,7 @@ class AccountConfig(BaseModel):
     # Provider API access for the fetcher (base URL override for sandboxes / the local test provider).
     api_base_url: str | None = None
     api_key: str | None = None  # a reference, like secrets
+    # Amazon Pay: "eu", "na", "jp", or the SDKs' aliases "de"/"uk" (eu) and "us" (na); stored as the region.
     api_region: Literal["eu", "na", "jp"] = "eu"
     api_sandbox: bool = False
     public_key_id: str | None = None
@@ -225,6 +238,20 @@ class AccountConfig(BaseModel):
         for ref in value:
             _check_reference(ref)
         return value
+
+    @field_validator("api_region", mode="before")
+    @classmethod
+    def _region_or_sdk_alias(cls, value: object) -> str:
+        name = value.strip().lower() if isinstance(value, str) else value
+        if not isinstance(name, str) or name not in AMAZON_PAY_REGIONS:
+            raise ValueError(
+                f"unknown Amazon Pay region {value!r}: use eu, na or jp (or the SDK aliases de, uk, us)"
+            )
+        return AMAZON_PAY_REGIONS[name]
+
+
+# Amazon Pay API regions, and the aliases its SDKs accept for them (ingest/providers/amazon_pay/signing.py).
+AMAZON_PAY_REGIONS = {"eu": "eu", "de": "eu", "uk": "eu", "na": "na", "us": "na", "jp": "jp"}
 
 
 def _check_reference(ref: str) -> None:

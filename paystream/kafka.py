@@ -81,7 +81,7 @@ def topic_specs(topics: TopicSettings) -> list[NewTopic]:
                 replication_factor=topics.replication_factor,
                 topic_configs={
                     "retention.ms": str(topics.retention_ms(name)),
-                    "cleanup.policy": "delete",
+                    "cleanup.policy": topics.cleanup_policy(name),
                     "min.insync.replicas": str(min(2, topics.replication_factor)),
                 },
             )

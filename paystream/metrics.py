@@ -8,7 +8,9 @@ enforces it.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -109,8 +111,11 @@ MISSED_WEBHOOKS = Counter(
     "Status changes first seen by a poll for a provider that pushes: a webhook that never came.",
     ["provider"],
 )
-PARKED = Gauge(
-    "paystream_parked_observations", "Observations waiting for their payment's context (early events)."
+PARKED = Counter(
+    "paystream_parked_observations_total",
+    "Amount-only observations that arrived before any status of their payment (early events): kept in the "
+    "payment's state and applied once a status arrives, never dropped.",
+    ["provider"],
 )
 OLDEST_NON_TERMINAL_AGE = Gauge(
     "paystream_oldest_non_terminal_payment_age_seconds",
@@ -162,6 +167,12 @@ RATE_LIMIT_WAIT_SECONDS = Histogram(
     ["provider"],
     buckets=_FAST_BUCKETS,
 )
+FETCH_SLOT_WAIT_SECONDS = Histogram(
+    "paystream_fetch_slot_wait_seconds",
+    "Time a fetch waited for an in-flight slot (its account's share of the provider's in-flight cap).",
+    ["provider"],
+    buckets=_FAST_BUCKETS,
+)
 RATE_LIMITED_RESPONSES = Counter(
     "paystream_fetch_rate_limited_total", "429 answers received from providers.", ["provider"]
 )
@@ -178,6 +189,28 @@ SWEEP_CURSOR_AGE = Gauge(
 )
 FETCH_QUEUE_DEPTH = Gauge(
     "paystream_fetch_queue_depth", "Fetch requests waiting for their not-before time.", ["provider"]
+)
+FETCH_DELAYED = Gauge(
+    "paystream_fetch_delayed_requests",
+    "Fetch requests held in the durable delayed store (payments.fetch.delayed.v1) by this replica, waiting "
+    "for their not-before time or running, by provider.",
+    ["provider"],
+)
+FETCH_DELAYED_OVERDUE = Gauge(
+    "paystream_fetch_delayed_overdue_seconds",
+    "How long past its not-before time the oldest delayed request of this replica still is (0: none is "
+    "overdue), by provider. Grows when a provider lane is backed up or a scheduled poll is stuck.",
+    ["provider"],
+)
+FETCH_DELAYED_SUPERSEDED = Counter(
+    "paystream_fetch_delayed_superseded_total",
+    "Scheduled stale polls replaced by a newer stale request for the same payment before they ran.",
+    ["provider"],
+)
+FETCH_DELAYED_LOAD_SECONDS = Histogram(
+    "paystream_fetch_delayed_load_seconds",
+    "Time to load the delayed store's partitions after an assignment (their requests wait meanwhile).",
+    buckets=_FAST_BUCKETS,
 )
 
 # --- archive / replay -------------------------------------------------------------------------
@@ -204,3 +237,11 @@ def exposition(multiproc_dir: Path | None = None) -> bytes:
     aggregate = CollectorRegistry()
     MultiProcessCollector(aggregate, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
     return generate_latest(aggregate)
+
+
+@cache
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: the per-record paths of the processor count several metrics per
+    input, and the lookup behind ``labels()`` (validation, a lock) costs more than the increment. Label values
+    are bounded by the metric rules (providers, sources, statuses), so is this cache."""
+    return metric.labels(*labels)

@@ -1,7 +1,8 @@
 """The small HTTP server every long-running process (fetch, archive, process) exposes for operations.
 
 ``GET /healthz`` — the process is alive (never depends on Kafka: a broker outage must not restart pods);
-``GET /readyz`` — the process is connected and doing its work (the caller's ``ready`` callback);
+``GET /readyz`` — the process is connected and doing its work (the caller's ``ready`` callback: ``True``
+when ready; ``False`` or a short reason, shown in the 503 body, when not);
 ``GET /metrics`` — Prometheus. Served on ``Settings.metrics_port``; port 0 disables it.
 """
 
@@ -19,14 +20,19 @@ from paystream.logs import get_logger
 log = get_logger(__name__)
 
 
-def build_app(ready: Callable[[], bool], settings: Settings) -> web.Application:
+Ready = Callable[[], bool | str]
+
+
+def build_app(ready: Ready, settings: Settings) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        if ready():
+        answer = ready()
+        if answer is True:
             return web.json_response({"status": "ready"})
-        return web.json_response({"error": "not_ready", "detail": "not connected yet"}, status=503)
+        detail = answer if isinstance(answer, str) else "not connected yet"
+        return web.json_response({"error": "not_ready", "detail": detail}, status=503)
 
     async def metrics_page(_request: web.Request) -> web.Response:
         body = metrics.exposition(settings.metrics_multiproc_dir)
@@ -40,7 +46,7 @@ def build_app(ready: Callable[[], bool], settings: Settings) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def probe_server(settings: Settings, ready: Callable[[], bool], *, host: str = "0.0.0.0") -> AsyncIterator[None]:  # noqa: S104 (pods are reached from outside)
+async def probe_server(settings: Settings, ready: Ready, *, host: str = "0.0.0.0") -> AsyncIterator[None]:  # noqa: S104 (pods are reached from outside)
     if not settings.metrics_port:
         yield
         return

@@ -1,11 +1,16 @@
-"""Normalize: inbox envelopes and fetch results → observations and fetch requests (pure, no Kafka).
+"""Normalize: inbox envelopes and fetch results → inputs about single payments (pure, no Kafka).
 
 * ``event`` (a thick push): the provider parser's observations, ``source=push`` (``replay`` when replayed).
 * ``thin``: a fetch request per object the push names (``reason=thin_push``); no status is read from it.
 * ``hint`` (unsigned, Mollie): a fetch request (``reason=hint``), rate-limited per account; never a status.
 * ``sync`` (POST /v1/observations): the reported state as an observation with ``source=sync``, and a
   fetch request (``reason=registered``) when the checkout registered the payment to be polled.
-* fetch results with outcome ``ok``: the provider parser's observations, ``source=poll``.
+* fetch results: with outcome ``ok`` the provider parser's observations, ``source=poll``; whatever the
+  outcome, a :class:`~processors.payment_inputs.PolledInput` that moves the payment's stale-poll chain on.
+
+Deliveries are deduplicated per payment by the reconcile stage: every input from a delivery carries a dedupe
+id derived from the delivery id (the same bytes delivered again give the same ids). Replayed deliveries carry
+none, so a replay after a state wipe re-applies them.
 
 Every failure raises :class:`NormalizationError` (DLQ); nothing is guessed.
 """
@@ -14,26 +19,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ingest.providers.parse_support import field_of, iso_time, load_object, optional_field
 from paystream.config import AccountConfig, Settings
 from paystream.errors import NormalizationError
-from paystream.metrics import HINTS_RATE_LIMITED
+from paystream.metrics import HINTS_RATE_LIMITED, OBSERVATIONS, child
 from processors import providers
-from processors.codec import ObservationRecord
+from processors.payment_inputs import FetchInput, ObservationInput, PaymentInput, PolledInput
 from schemas.envelopes import FetchReason, FetchRequest, FetchResult, InboxEnvelope, from_rfc3339, to_rfc3339
 from schemas.observation import Observation, payment_key
 from schemas.status import Source
 from schemas.transitions import kind_of
-
-
-@dataclass(slots=True)
-class Normalized:
-    observations: list[ObservationRecord] = field(default_factory=list)
-    fetch_requests: list[FetchRequest] = field(default_factory=list)
 
 
 class TokenBucket:
@@ -63,7 +61,7 @@ class Normalizer:
     def account_config(self, provider: str, account: str) -> AccountConfig | None:
         return self.settings.account(provider, account)
 
-    def inbox(self, envelope: InboxEnvelope, now: datetime) -> Normalized:
+    def inbox(self, envelope: InboxEnvelope, now: datetime) -> list[PaymentInput]:
         received_at = from_rfc3339(envelope.received_at)
         if envelope.kind == "event":
             source = Source.REPLAY if envelope.replay else Source.PUSH
@@ -72,28 +70,36 @@ class Normalizer:
                 account_config=self.account_config(envelope.provider, envelope.account), source=source,
                 evidence_id=envelope.delivery_id, observed_at=received_at, object_kind="event",
             )
-            return Normalized(observations=[ObservationRecord(obs) for obs in observations])
+            _count(observations)
+            replayed = envelope.replay is not None
+            return [ObservationInput(obs, None if replayed else f"{envelope.delivery_id}#{index}")
+                    for index, obs in enumerate(observations)]
         if envelope.kind == "thin":
-            return Normalized(fetch_requests=self._fetches(envelope, "thin_push", now))
+            return self._fetches(envelope, "thin_push", now)
         if envelope.kind == "hint":
             if not self._hint_allowed(envelope.provider, envelope.account):
                 HINTS_RATE_LIMITED.labels(envelope.provider, envelope.account).inc()
-                return Normalized()
-            return Normalized(fetch_requests=self._fetches(envelope, "hint", now))
+                return []
+            return self._fetches(envelope, "hint", now)
         if envelope.kind == "sync":
             return self._sync(envelope, received_at, now)
         raise NormalizationError(f"inbox envelope of unknown kind {envelope.kind!r}", reason="malformed_envelope")
 
-    def fetch_result(self, result: FetchResult) -> Normalized:
+    def fetch_result(self, result: FetchResult) -> list[PaymentInput]:
+        polled = PolledInput(result.provider, result.account, result.object_type, result.object_id,
+                             result.request_id, result.reason, result.attempt, result.outcome)
         if result.outcome != "ok":
-            return Normalized()  # the fetcher counts and retries its failures; nothing was observed
+            return [polled]  # the fetcher counts and retries its failures; nothing was observed
         observations = providers.parse(
             result.provider, result.body, account=result.account,
             account_config=self.account_config(result.provider, result.account), source=Source.POLL,
             evidence_id=result.fetch_id, observed_at=from_rfc3339(result.fetched_at),
             object_kind=result.object_kind,
         )
-        return Normalized(observations=[ObservationRecord(obs, result.reason) for obs in observations])
+        _count(observations)
+        # The polled marker goes last: on the payment's partition it follows what the poll observed, so the
+        # chain moves on from the state the poll left.
+        return [*(ObservationInput(obs, None, result.reason) for obs in observations), polled]
 
     def _hint_allowed(self, provider: str, account: str) -> bool:
         bucket = self.hint_buckets.get((provider, account))
@@ -103,10 +109,10 @@ class Normalizer:
             self.hint_buckets[(provider, account)] = bucket
         return bucket.take()
 
-    def _fetches(self, envelope: InboxEnvelope, reason: FetchReason, now: datetime) -> list[FetchRequest]:
+    def _fetches(self, envelope: InboxEnvelope, reason: FetchReason, now: datetime) -> list[PaymentInput]:
         targets = providers.thin_targets(envelope.provider, envelope.body)
         stamp = to_rfc3339(now)
-        return [
+        requests = [
             FetchRequest(
                 payment_key=payment_key(envelope.provider, envelope.account, target.object_type, target.object_id),
                 provider=envelope.provider, account=envelope.account, object_type=target.object_type,
@@ -116,8 +122,9 @@ class Normalizer:
             )
             for index, target in enumerate(targets)
         ]
+        return [FetchInput(request, request.request_id) for request in requests]
 
-    def _sync(self, envelope: InboxEnvelope, received_at: datetime, now: datetime) -> Normalized:
+    def _sync(self, envelope: InboxEnvelope, received_at: datetime, now: datetime) -> list[PaymentInput]:
         what = "sync observation"
         body = load_object(envelope.body, what)
         provider = field_of(body, "provider", str, what)
@@ -127,22 +134,24 @@ class Normalizer:
                                      f"{envelope.provider}/{envelope.account}", reason="malformed_body")
         object_type = field_of(body, "object_type", str, what)
         object_id = field_of(body, "object_id", str, what)
-        result = Normalized()
+        result: list[PaymentInput] = []
         state = body.get("state")
         if state is not None:
             if not isinstance(state, dict):
                 raise NormalizationError(f"{what}: state is not an object", reason="malformed_body")
-            result.observations.append(ObservationRecord(self._sync_observation(
-                envelope, body, state, object_type, object_id, received_at)))
+            observation = self._sync_observation(envelope, body, state, object_type, object_id, received_at)
+            _count([observation])
+            result.append(ObservationInput(observation, None if envelope.replay else f"{envelope.delivery_id}#0"))
         if body.get("register_poll") is True:
             stamp = to_rfc3339(now)
-            result.fetch_requests.append(FetchRequest(
+            request = FetchRequest(
                 payment_key=payment_key(provider, account, object_type, object_id), provider=provider,
                 account=account, object_type=object_type, object_id=object_id, reason="registered",
                 not_before=stamp, requested_at=stamp, request_id=f"{envelope.delivery_id}:registered",
                 evidence_id=envelope.delivery_id,
-            ))
-        if not result.observations and not result.fetch_requests:
+            )
+            result.append(FetchInput(request, request.request_id))
+        if not result:
             raise NormalizationError(f"{what}: neither state nor register_poll", reason="malformed_body")
         return result
 
@@ -164,3 +173,8 @@ class Normalizer:
             amount=optional_field(state, "amount", int, what), currency=currency.upper() if currency else None,
             order_ref=optional_field(body, "order_ref", str, "sync observation"),
         )
+
+
+def _count(observations: list[Observation]) -> None:
+    for obs in observations:
+        child(OBSERVATIONS, obs.provider, obs.source.value).inc()

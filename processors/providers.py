@@ -25,6 +25,9 @@ from schemas.status import AgreementStatus, PaymentStatus, Source
 POLLABLE = frozenset({"amazon_pay", "stripe", "mollie"})
 # Providers that push (so a status first seen by a stale poll or sweep is a missed webhook).
 PUSHING = frozenset({"amazon_pay", "stripe", "adyen", "mollie", "standard"})
+# Object types whose statuses are agreement statuses (stored payment methods, mandates): they never wait for
+# news the way a payment does, so no stale polls are armed for them even before their first observation.
+AGREEMENT_OBJECT_TYPES = frozenset({"charge_permission", "mandate", "recurring_contract", "agreement"})
 
 
 def _unknown(provider: str) -> NormalizationError:

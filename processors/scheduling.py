@@ -1,19 +1,27 @@
-"""Stale-payment polls and freshness gauges (pure, no Kafka).
+"""Stale-payment polls as a chain of durable records (pure, no Kafka).
 
-A payment that awaits news (see :mod:`processors.reconcile`) is polled when nothing new has been observed
-for a while: the gaps between polls follow the schedule (default 1 m, 5 m, 15 m, 1 h, 6 h, 24 h, then daily)
-counted from its last news, and any new observation restarts the schedule. Nothing is ever auto-failed.
-The n-th poll of one quiet period has a deterministic request id, so re-sending it (after a worker restart)
-is recognisable downstream.
+The stream engine has no timers, so a payment that awaits news carries its next poll as a fetch request
+with a ``not_before`` in the future; the fetcher holds such requests durably until they are due
+(``ingest/fetch``), and every fetch result moves the chain on:
+
+* news (a new observation content) restarts the chain: poll 1 is due ``gaps[0]`` after the news;
+* the armed poll's result, whatever its outcome, arms the next one: poll ``n`` is due at the ``n``-th offset
+  of the schedule after the last news (default gaps 1 m, 5 m, 15 m, 1 h, 6 h, 24 h, then daily), never
+  earlier than now; polls missed while nothing ran are not back-filled: the chain continues with the latest
+  poll that is already due;
+* a payment in an outcome status stops the chain (its armed poll still fires once and then ends it);
+  nothing is ever auto-failed.
+
+A poll's request id is deterministic (``{payment_key}:stale:{last news}:{n}``): re-emitting it after a worker
+restart is recognisable downstream, and the fetcher keeps one stale poll per payment, the latest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
-from typing import Any
 
 from schemas.envelopes import FetchRequest, to_rfc3339
 
@@ -39,56 +47,27 @@ class PollSchedule:
         return (offsets[-1] if offsets else 0) + (poll - len(offsets)) * self.repeat_s
 
 
-def stale_request(key: str, entry: Mapping[str, Any], poll: int, schedule: PollSchedule,
-                  now: datetime) -> FetchRequest:
-    last_news = float(entry["last_news"])
-    due = datetime.fromtimestamp(last_news + schedule.offset_of(poll), UTC)
+@dataclass(frozen=True, slots=True)
+class PollChain:
+    """Where a payment's stale polls stand."""
+
+    since: float  # unix seconds of the last news (or of the registration that started the wait)
+    poll: int  # the armed poll's number (1-based)
+    request_id: str  # the armed poll's request id
+
+
+def poll_request(key: str, provider: str, account: str, object_type: str, object_id: str, *, since: float,
+                 poll: int, schedule: PollSchedule, now: datetime) -> FetchRequest:
+    due = max(since + schedule.offset_of(poll), now.timestamp())
+    stamp = to_rfc3339(now)
     return FetchRequest(
-        payment_key=key, provider=entry["provider"], account=entry["account"],
-        object_type=entry["object_type"], object_id=entry["object_id"], reason="stale",
-        not_before=to_rfc3339(due), requested_at=to_rfc3339(now),
-        request_id=f"{key}:stale:{last_news:.6f}:{poll}", attempt=poll,
+        payment_key=key, provider=provider, account=account, object_type=object_type, object_id=object_id,
+        reason="stale", not_before=to_rfc3339(datetime.fromtimestamp(due, UTC)), requested_at=stamp,
+        request_id=f"{key}:stale:{since:.6f}:{poll}", attempt=poll,
     )
 
 
-class StalePoller:
-    """Remembers (per worker, in memory) which poll of the current quiet period was already requested."""
-
-    def __init__(self, schedule: PollSchedule, pollable: Iterable[str]) -> None:
-        self.schedule = schedule
-        self.pollable = frozenset(pollable)
-        self.requested: dict[str, tuple[float, int]] = {}
-
-    def due(self, entries: Iterable[tuple[str, Mapping[str, Any]]], now: datetime) -> list[FetchRequest]:
-        """One request per payment whose next poll is due (missed polls are not back-filled)."""
-        requests = []
-        seen = set()
-        for key, entry in entries:
-            seen.add(key)
-            if entry["provider"] not in self.pollable:
-                continue
-            last_news = float(entry["last_news"])
-            poll = self.schedule.polls_due(now.timestamp() - last_news)
-            done_news, done_poll = self.requested.get(key, (last_news, 0))
-            already = done_poll if done_news == last_news else 0
-            if poll > already:
-                requests.append(stale_request(key, entry, poll, self.schedule, now))
-                self.requested[key] = (last_news, poll)
-        for gone in set(self.requested) - seen:
-            del self.requested[gone]
-        return requests
-
-
-def freshness(entries: Iterable[Mapping[str, Any]], now: datetime, slo_s: float,
-              providers: Iterable[str]) -> tuple[dict[str, float], dict[str, int]]:
-    """Per provider: the oldest awaiting payment's age, and how many have had no news for over ``slo_s``."""
-    oldest = dict.fromkeys(providers, 0.0)
-    late = dict.fromkeys(oldest, 0)
-    moment = now.timestamp()
-    for entry in entries:
-        provider = entry["provider"]
-        oldest[provider] = max(oldest.get(provider, 0.0), moment - float(entry["first_seen"]))
-        if moment - float(entry["last_news"]) > slo_s:
-            late[provider] = late.get(provider, 0) + 1
-    return oldest, late
-
+def next_poll(schedule: PollSchedule, *, since: float, done: int, now: datetime) -> int:
+    """The number of the poll to arm after poll ``done`` (0: none yet) finished: the next one, or the
+    latest already due when the chain fell behind."""
+    return max(done + 1, schedule.polls_due(now.timestamp() - since))

@@ -1,10 +1,15 @@
-"""``run_processor``: run the processor's faust worker until SIGTERM / SIGINT (graceful shutdown).
+"""``paystream process``: run the processor until SIGTERM / SIGINT, then stop gracefully.
 
-Operations endpoints (``paystream.probes``) on ``Settings.metrics_port``: ``/healthz``, ``/readyz``
-(:mod:`processors.readiness`), ``/metrics``. They are served on the worker's event loop by a small mode
-service that starts *before* the topics are ensured (a pod waiting for an unreachable broker is alive,
-just not ready) and is stopped by the faust worker after the app, so probes answer during a graceful
-shutdown too (``/readyz`` says 503 "stopping" then).
+Two threads:
+
+* the **engine** (main thread): the Quix Streams application (:mod:`processors.topology`), which owns the
+  signal handlers — on SIGTERM it finishes the record in hand, commits its checkpoint (the transaction under
+  exactly-once) and leaves the consumer group;
+* the **operations** thread: an asyncio loop serving ``/healthz``, ``/readyz`` (:mod:`processors.readiness`)
+  and ``/metrics`` on ``Settings.metrics_port``, and following the current-state topic for the freshness
+  gauges (:mod:`processors.freshness`). It starts before the topics are ensured, so a worker waiting for an
+  unreachable broker is alive (just not ready), and stops after the engine, so probes answer during a
+  graceful shutdown too.
 """
 
 from __future__ import annotations
@@ -12,51 +17,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Any
-
-import faust
-import mode
+import threading
 
 from paystream.config import Settings
 from paystream.errors import InfrastructureError
 from paystream.kafka import ensure_topics
 from paystream.logs import get_logger
 from paystream.probes import probe_server
-from processors.app import create_app
-from processors.readiness import is_ready, worker_state
+from processors.freshness import follow_state_topic
+from processors.readiness import Readiness
 from processors.settings import ProcessorSettings
+from processors.topology import build_application
 
 log = get_logger(__name__)
 
 ENSURE_TOPICS_BACKOFF_MAX_S = 10.0
-
-
-class ProbeService(mode.Service):
-    """``paystream.probes.probe_server`` as a mode service, so the faust worker stops it (on its own loop,
-    before closing that loop) like any of its services."""
-
-    def __init__(self, settings: Settings, ready: Callable[[], bool], **kwargs: Any) -> None:
-        self._settings = settings
-        self._ready = ready
-        self._stack = contextlib.AsyncExitStack()
-        super().__init__(**kwargs)
-
-    async def on_start(self) -> None:
-        await self._stack.enter_async_context(probe_server(self._settings, self._ready))
-
-    async def on_stop(self) -> None:
-        await self._stack.aclose()
-
-
-class _Readiness:
-    """The ``/readyz`` callback; not ready until the faust app exists."""
-
-    def __init__(self) -> None:
-        self.app: faust.App | None = None
-
-    def __call__(self) -> bool:
-        return self.app is not None and is_ready(worker_state(self.app))
+OPERATIONS_STOP_TIMEOUT_S = 10.0
 
 
 async def ensure_topics_until_created(settings: Settings) -> None:
@@ -73,34 +49,57 @@ async def ensure_topics_until_created(settings: Settings) -> None:
             delay = min(delay * 2, ENSURE_TOPICS_BACKOFF_MAX_S)
 
 
+class OperationsThread(threading.Thread):
+    """Probes and freshness gauges on their own event loop, off the engine's thread."""
+
+    def __init__(self, settings: Settings, readiness: Readiness) -> None:
+        super().__init__(name="processor-operations", daemon=True)
+        self.settings = settings
+        self.readiness = readiness
+        self.started_serving = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._quit: asyncio.Event | None = None
+
+    def run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._quit = asyncio.Event()
+        async with probe_server(self.settings, self.readiness):
+            self.started_serving.set()
+            if self.settings.processor.freshness_gauges:
+                await follow_state_topic(self.settings, self._quit)
+            else:
+                await self._quit.wait()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._quit is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._loop.call_soon_threadsafe(self._quit.set)
+        self.join(OPERATIONS_STOP_TIMEOUT_S)
+
+
 def run_processor(settings: Settings, processor: ProcessorSettings | None = None) -> None:
-    """Blocking. The worker's signal handlers stop the agents, wait for the batch in flight (faust
-    ``stream_wait_empty``), commit offsets and flush table changelogs before the process exits."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    readiness = _Readiness()
-    probes = ProbeService(settings, readiness, loop=loop)
-    loop.run_until_complete(probes.start())
+    """Blocking, until SIGTERM / SIGINT (graceful) or an engine failure (raised)."""
+    conf = processor or settings.processor
+    settings = settings.model_copy(update={"processor": conf})
+    readiness = Readiness()
+    operations = OperationsThread(settings, readiness)
+    operations.start()
+    operations.started_serving.wait(OPERATIONS_STOP_TIMEOUT_S)
     try:
         # The processor reads and writes the public topics: make sure they exist before subscribing.
-        loop.run_until_complete(ensure_topics_until_created(settings))
-        app = create_app(settings, processor)
-    except BaseException:  # the worker never took over the probes: stop them here
-        loop.run_until_complete(probes.stop())
-        loop.close()
-        raise
-    readiness.app = app
-    log.info("processor_starting", app_id=app.conf.id, bootstrap=settings.kafka.bootstrap,
-             store=str(app.conf.store), metrics_port=settings.metrics_port)
-    # `probes` (already started) becomes one of the worker's services: stopped after the app, before the
-    # worker closes the loop.
-    worker = faust.Worker(app, probes, loop=loop, loglevel=settings.log_level.upper(), redirect_stdouts=False,
-                          quiet=True)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            raise
+        asyncio.run(ensure_topics_until_created(settings))
+        app = build_application(settings, conf, readiness)
+        log.info("processor_starting", app_id=conf.app_id, bootstrap=settings.kafka.bootstrap,
+                 guarantee=conf.processing_guarantee, commit_interval_s=conf.commit_interval_s,
+                 metrics_port=settings.metrics_port)
+        app.run()
+        log.info("processor_stopped", app_id=conf.app_id)
+    finally:
+        readiness.stopping = True
+        operations.stop()
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ ids, so consumers can dedupe on ``id`` across replays and worker restarts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -23,7 +24,11 @@ if TYPE_CHECKING:
 # Fixed forever: changing it would change every event id (it is uuid5(NAMESPACE_URL,
 # "https://paystream.dev/events/payment-status"), written out so it cannot drift).
 EVENT_ID_NAMESPACE = uuid.UUID("46868c99-0817-5c60-93b6-ae77039ed844")
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 EVENT_CONTENT_TYPE = "application/cloudevents+json"  # Kafka header / HTTP Content-Type of a whole event
+# Header of a payments.state.v1 record (whose value is the payment's latest event): when paystream first
+# heard of the payment (RFC 3339, UTC).
+FIRST_SEEN_HEADER = "paystream-first-seen-at"
 DATA_CONTENT_TYPE = "application/json"
 SPEC_VERSION = "1.0"
 EVENT_DATASCHEMA = "https://paystream.dev/schemas/payment-status-event.v1.json"
@@ -36,6 +41,8 @@ SCHEMA_DIR = Path(__file__).parent
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix (microseconds only when present)."""
+    if moment.tzinfo is UTC:  # the common case, without a conversion
+        return moment.isoformat()[:-6] + "Z"
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"timezone-aware datetime required: {moment!r}")
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -49,7 +56,14 @@ def parse_time(text: str) -> datetime:
 
 
 def event_id(payment_key: str, sequence: int) -> str:
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{payment_key}:{sequence}"))
+    """``str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{payment_key}:{sequence}"))``, computed without the UUID object
+    (RFC 4122 §4.3: SHA-1 of namespace + name, version 5, RFC 4122 variant)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{payment_key}:{sequence}".encode(), usedforsecurity=False)
+                       .digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def event_source(provider: str, account: str) -> str:

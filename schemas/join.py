@@ -89,10 +89,15 @@ class Retained:
                 self.amount, self.currency, self.order_ref, self.captures, self.refunds)
 
     def order_key(self) -> tuple[datetime, int, str, bytes]:
-        rank = -1 if self.status is None else TABLE.rank(self.status)
-        rest = orjson.dumps([self.status, self.provider_status, self.source, self.reason_code, self.amount,
+        return (*self.short_order_key(), self.content_bytes())
+
+    def short_order_key(self) -> tuple[datetime, int, str]:
+        """:meth:`order_key` without its last part, which only separates groups this one does not."""
+        return (self.occurred_at, -1 if self.status is None else TABLE.rank(self.status), self.evidence_ids[0])
+
+    def content_bytes(self) -> bytes:
+        return orjson.dumps([self.status, self.provider_status, self.source, self.reason_code, self.amount,
                              self.currency, self.order_ref, self.captures, self.refunds])
-        return (self.occurred_at, rank, self.evidence_ids[0], rest)
 
     def merged(self, other: Retained) -> Retained:
         ids = tuple(sorted(set(self.evidence_ids) | set(other.evidence_ids))[:MAX_GROUP_EVIDENCE])
@@ -209,9 +214,20 @@ def _derive(reported: Status, amount: int | None, captured: int, refunded: int) 
     return P.CAPTURED if captured >= amount else P.PARTIALLY_CAPTURED
 
 
+def _canonical_order(groups: Iterable[Retained]) -> tuple[Retained, ...]:
+    """``groups`` sorted by :meth:`Retained.order_key`. The full key serializes the content, so groups are
+    sorted by its cheap prefix first and only a run of groups that tie on the prefix (rare: same provider time,
+    rank and smallest evidence id) is sorted again by the full key; the result is the same order."""
+    ordered = sorted(groups, key=Retained.short_order_key)
+    keys = [group.short_order_key() for group in ordered]
+    if len(set(keys)) != len(keys):
+        ordered.sort(key=Retained.order_key)
+    return tuple(ordered)
+
+
 def _join(base: PaymentState, groups: Iterable[Retained]) -> tuple[PaymentState, frozenset[Retained]]:
     """Fold collapsed groups into a state; also returns the groups ignored as stale."""
-    ordered = tuple(sorted(groups, key=Retained.order_key))
+    ordered = _canonical_order(groups)
     captures: dict[str, int] = {}
     refunds: dict[str, int] = {}
     facts: dict[str, Any] = {"amount": None, "currency": None, "order_ref": None}
@@ -230,9 +246,12 @@ def _join(base: PaymentState, groups: Iterable[Retained]) -> tuple[PaymentState,
                 reported, run_start = group.status, index
         # The latest accepted observation that knows a fact wins. The payment's amount is only taken from
         # status-bearing observations: on a capture/refund-only observation it may be the entry's amount.
-        for name in facts:
-            if getattr(group, name) is not None and (group.status is not None or name != "amount"):
-                facts[name] = getattr(group, name)
+        if group.amount is not None and group.status is not None:
+            facts["amount"] = group.amount
+        if group.currency is not None:
+            facts["currency"] = group.currency
+        if group.order_ref is not None:
+            facts["order_ref"] = group.order_ref
     captured, refunded = sum(captures.values()), sum(refunds.values())
     fields_: dict[str, Any] = dict(facts, captured_amount=captured, refunded_amount=refunded,
                                    stale_count=len(stale), retained=ordered)
@@ -267,11 +286,16 @@ def _check(base: PaymentState, obs: Observation) -> None:
 
 
 def _collapse(groups: Iterable[Retained], new: Retained) -> tuple[list[Retained], bool]:
-    by_content = {group.content(): group for group in groups}
-    known = by_content.get(new.content())
-    duplicate = known is not None and new.evidence_ids[0] in known.evidence_ids
-    by_content[new.content()] = new if known is None else known.merged(new)
-    return list(by_content.values()), duplicate
+    """``groups`` (already collapsed) with ``new`` merged into the group of equal content, or appended."""
+    collapsed = list(groups)
+    content = new.content()
+    for index, group in enumerate(collapsed):
+        # Provider time first: a cheap filter before the full content comparison.
+        if group.occurred_at == new.occurred_at and group.content() == content:
+            collapsed[index] = group.merged(new)
+            return collapsed, new.evidence_ids[0] in group.evidence_ids
+    collapsed.append(new)
+    return collapsed, False
 
 
 def _base_for(obs: Observation) -> PaymentState:

@@ -61,8 +61,10 @@ def unique_topics(base: TopicSettings, *, partitions: int = 3) -> TopicSettings:
             "fetch_requests": f"t{tag}.payments.fetch.requests.v1",
             "fetch_results": f"t{tag}.payments.fetch.results.v1",
             "status": f"t{tag}.payments.status.v1",
+            "state": f"t{tag}.payments.state.v1",
             "dlq": f"t{tag}.payments.dlq.v1",
             "fetch_cursors": f"t{tag}.payments.fetch.cursors.v1",
+            "fetch_delayed": f"t{tag}.payments.fetch.delayed.v1",
             "partitions": partitions,
         }
     )

@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 from paystream.config import PROVIDERS, Settings
 from paystream.errors import ConfigurationError, InfrastructureError, NormalizationError
 from processors.normalize import Normalizer
+from processors.payment_inputs import ObservationInput, PaymentInput
 from processors.recovery.archive_format import ArchivedRecord
 from processors.recovery.archive_store import ArchiveStore
 from processors.recovery.rebuild_diff import RebuildReport, Snapshot, diff, read_live_status
@@ -91,13 +92,13 @@ class StateBuilder:
                 if not self.wanted(envelope.provider, envelope.account):
                     self.skipped["filtered"] += 1
                     return
-                found = self.normalizer.inbox(envelope, datetime.now(UTC)).observations
+                found = observations(self.normalizer.inbox(envelope, datetime.now(UTC)))
             else:
                 result = FetchResult.from_bytes(record.value)
                 if not self.wanted(result.provider, result.account):
                     self.skipped["filtered"] += 1
                     return
-                found = self.normalizer.fetch_result(result).observations
+                found = observations(self.normalizer.fetch_result(result))
             for item in found:
                 obs = item.observation
                 self.states[obs.payment_key] = apply(self.states.get(obs.payment_key), obs).state
@@ -181,3 +182,8 @@ def run_rebuild(settings: Settings, args: argparse.Namespace) -> int:
         return fail("rebuild", f"{type(exc).__name__}: {exc}", 1)
     print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() if args.json else report.render())
     return DIFFERENCES_FOUND if report.differences else 0
+
+
+def observations(inputs: list[PaymentInput]) -> list[ObservationInput]:
+    """The observations among what normalize made of a record (fetch requests and polled markers carry none)."""
+    return [item for item in inputs if isinstance(item, ObservationInput)]

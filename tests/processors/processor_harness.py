@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def processor_settings(**overrides: Any) -> ProcessorSettings:
-    defaults: dict[str, Any] = {"app_id": f"ps-test-{uuid.uuid4().hex[:10]}", "store": "memory://",
-                                "commit_interval_s": 0.5, "session_timeout_s": 8.0}
+    defaults: dict[str, Any] = {"app_id": f"ps-test-{uuid.uuid4().hex[:10]}", "session_timeout_s": 8.0,
+                                "freshness_gauges": False}
     return ProcessorSettings(**{**defaults, **overrides})
 
 

@@ -1,4 +1,5 @@
-"""Normalize (pure): inbox envelopes and fetch results → observations and fetch requests."""
+"""Normalize (pure): inbox envelopes and fetch results → inputs about single payments (observations, fetch
+requests, polled markers), each with the dedupe id the reconcile stage uses."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from paystream.config import AccountConfig, Settings
 from paystream.errors import NormalizationError, UnknownProviderStatus
 from processors.normalize import Normalizer, TokenBucket
+from processors.payment_inputs import FetchInput, ObservationInput, PaymentInput, PolledInput
 from schemas.envelopes import FetchResult, InboxEnvelope, ReplayMark
 from schemas.status import PaymentStatus, Source
 
@@ -29,36 +31,55 @@ def normalizer(**accounts: dict[str, AccountConfig]) -> Normalizer:
     return Normalizer(Settings(accounts=accounts), clock=lambda: 0.0)  # type: ignore[arg-type]
 
 
+def observations(inputs: list[PaymentInput]) -> list[ObservationInput]:
+    return [item for item in inputs if isinstance(item, ObservationInput)]
+
+
+def fetches(inputs: list[PaymentInput]) -> list[FetchInput]:
+    return [item for item in inputs if isinstance(item, FetchInput)]
+
+
 def test_event_push_becomes_a_push_observation_keyed_by_payment() -> None:
-    result = normalizer().inbox(inbox("adyen", "event", orjson.dumps(ADYEN_ITEM)), NOW)
-    (record,) = result.observations
-    assert (record.key, record.observation.source, record.observation.evidence_id) == (
-        b"adyen:acct:payment:P1", Source.PUSH, "d-1")
+    (record,) = normalizer().inbox(inbox("adyen", "event", orjson.dumps(ADYEN_ITEM)), NOW)
+    assert isinstance(record, ObservationInput)
+    assert (record.payment_key, record.observation.source, record.observation.evidence_id) == (
+        "adyen:acct:payment:P1", Source.PUSH, "d-1")
     assert record.observation.observed_at == datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
-    assert result.fetch_requests == []
+    assert record.dedupe_id == "d-1#0"  # the same delivery again gives the same dedupe id
+
+
+def test_each_observation_of_a_delivery_has_its_own_dedupe_id() -> None:
+    batch = {"notificationItems": [{"NotificationRequestItem": ADYEN_ITEM},
+                                   {"NotificationRequestItem": {**ADYEN_ITEM, "pspReference": "P2"}}]}
+    records = observations(normalizer().inbox(inbox("adyen", "event", orjson.dumps(batch)), NOW))
+    assert [r.dedupe_id for r in records] == ["d-1#0", "d-1#1"]
 
 
 def test_replayed_push_is_a_replay_observation() -> None:
     mark = ReplayMark(replayed_at="2024-05-02T00:00:00Z", origin="s3://b/k#1")
-    (record,) = normalizer().inbox(inbox("adyen", "event", orjson.dumps(ADYEN_ITEM), replay=mark), NOW).observations
+    (record,) = observations(normalizer().inbox(inbox("adyen", "event", orjson.dumps(ADYEN_ITEM), replay=mark),
+                                                NOW))
     assert record.observation.source is Source.REPLAY
+    assert record.dedupe_id is None  # replays re-apply even after a state wipe
 
 
 def test_thin_push_becomes_a_fetch_request_not_a_status() -> None:
     ipn = {"ObjectType": "CHARGE", "ObjectId": "S01-9"}
     result = normalizer().inbox(inbox("amazon_pay", "thin", orjson.dumps({"Message": orjson.dumps(ipn).decode()})),
                                 NOW)
-    (request,) = result.fetch_requests
-    assert result.observations == []
+    (item,) = result
+    assert isinstance(item, FetchInput)
+    request = item.request
     assert (request.payment_key, request.reason, request.request_id, request.evidence_id) == (
         "amazon_pay:acct:charge:S01-9", "thin_push", "d-1:fetch", "d-1")
+    assert item.dedupe_id == request.request_id
 
 
 def test_hints_are_rate_limited_per_account() -> None:
     norm = normalizer(mollie={"acct": AccountConfig(hint_rate_per_s=1.0, hint_burst=2)})
     results = [norm.inbox(inbox("mollie", "hint", b"id=tr_1", f"h-{n}"), NOW) for n in range(3)]
-    assert [len(r.fetch_requests) for r in results] == [1, 1, 0]
-    assert results[0].fetch_requests[0].reason == "hint"
+    assert [len(fetches(r)) for r in results] == [1, 1, 0]
+    assert fetches(results[0])[0].request.reason == "hint"
 
 
 def test_token_bucket_refills_with_time() -> None:
@@ -78,7 +99,7 @@ def sync_body(**overrides: Any) -> bytes:
 
 
 def test_sync_state_becomes_a_sync_observation() -> None:
-    (record,) = normalizer().inbox(inbox("stripe", "sync", sync_body()), NOW).observations
+    (record,) = observations(normalizer().inbox(inbox("stripe", "sync", sync_body()), NOW))
     obs = record.observation
     assert (obs.status, obs.source, obs.amount, obs.currency, obs.order_ref) == (
         PaymentStatus.CAPTURED, Source.SYNC, 900, "USD", "o-1")
@@ -86,9 +107,9 @@ def test_sync_state_becomes_a_sync_observation() -> None:
 
 def test_sync_registration_becomes_a_registered_fetch() -> None:
     result = normalizer().inbox(inbox("stripe", "sync", sync_body(state=None, register_poll=True)), NOW)
-    (request,) = result.fetch_requests
-    assert (result.observations, request.reason, request.payment_key) == (
-        [], "registered", "stripe:acct:payment_intent:pi_1")
+    (item,) = result
+    assert isinstance(item, FetchInput)
+    assert (item.request.reason, item.request.payment_key) == ("registered", "stripe:acct:payment_intent:pi_1")
 
 
 def test_sync_with_unknown_word_is_not_guessed() -> None:
@@ -104,7 +125,7 @@ def test_sync_body_for_another_account_is_refused() -> None:
 def test_standard_push_uses_the_account_status_map() -> None:
     norm = normalizer(standard={"acct": AccountConfig(status_map={"payment.paid": "captured"})})
     body = orjson.dumps({"type": "payment.paid", "timestamp": "2024-05-01T10:00:00Z", "data": {"id": "pay_1"}})
-    (record,) = norm.inbox(inbox("standard", "event", body), NOW).observations
+    (record,) = observations(norm.inbox(inbox("standard", "event", body), NOW))
     assert record.observation.status is PaymentStatus.CAPTURED
 
 
@@ -123,10 +144,14 @@ def fetch_result(outcome: str = "ok", body: bytes = b"", reason: str = "stale") 
 def test_fetch_result_is_a_poll_observation_carrying_the_fetch_reason() -> None:
     payment = {"resource": "payment", "id": "tr_1", "status": "open", "createdAt": "2024-05-01T10:00:00Z",
                "amount": {"value": "1.00", "currency": "EUR"}}
-    (record,) = normalizer().fetch_result(fetch_result(body=orjson.dumps(payment))).observations
-    assert (record.observation.source, record.observation.evidence_id, record.fetch_reason) == (
-        Source.POLL, "f-1", "stale")
+    record, polled = normalizer().fetch_result(fetch_result(body=orjson.dumps(payment)))
+    assert isinstance(record, ObservationInput) and isinstance(polled, PolledInput)
+    assert (record.observation.source, record.observation.evidence_id, record.fetch_reason, record.dedupe_id) == (
+        Source.POLL, "f-1", "stale", None)
+    # The polled marker follows what the poll observed: the chain moves on from the state the poll left.
+    assert (polled.payment_key, polled.request_id, polled.outcome) == ("mollie:acct:payment:tr_1", "r-1", "ok")
 
 
-def test_failed_fetch_observes_nothing() -> None:
-    assert normalizer().fetch_result(fetch_result(outcome="not_found")).observations == []
+def test_failed_fetch_observes_nothing_but_still_moves_the_poll_chain() -> None:
+    (polled,) = normalizer().fetch_result(fetch_result(outcome="not_found"))
+    assert isinstance(polled, PolledInput) and polled.outcome == "not_found"

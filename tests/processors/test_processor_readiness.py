@@ -1,5 +1,5 @@
-"""/readyz of the processor: the readiness decision against fakes of faust's state, and the real worker's
-probe server (/healthz, /readyz, /metrics) against the shared broker."""
+"""/readyz of the processor: the readiness decision over librdkafka statistics, and the real worker's probe
+server (/healthz, /readyz, /metrics) against the shared broker."""
 
 from __future__ import annotations
 
@@ -7,99 +7,91 @@ import asyncio
 import contextlib
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
-import faust
+import orjson
 import pytest
 from processor_harness import Worker, processor_settings, start_worker
 
 from paystream.config import Settings
-from processors.readiness import WorkerState, is_ready, not_ready_reason, worker_state
+from processors.readiness import ConsumerSnapshot, Readiness, not_ready_reason, snapshot_of
 
-# --- the decision, against fakes ---------------------------------------------------------------------
+# --- the decision -------------------------------------------------------------------------------------
 
-
-def fake_app(*, consumer: bool = True, consumer_started: bool = True, coordinator_id: int | None = 1,
-             recovered: bool = True, rebalancing: bool = False, in_recovery: bool = False,
-             stopping: bool = False) -> SimpleNamespace:
-    """The attributes of faust.App (and its aiokafka driver) that processors.readiness reads."""
-    completed = asyncio.Event()
-    if recovered:
-        completed.set()
-    aiokafka_consumer = SimpleNamespace(_coordinator=SimpleNamespace(coordinator_id=coordinator_id))
-    faust_consumer = SimpleNamespace(started=consumer_started, should_stop=False,
-                                     _thread=SimpleNamespace(_consumer=aiokafka_consumer))
-    return SimpleNamespace(
-        _consumer=faust_consumer if consumer else None,
-        tables=SimpleNamespace(_recovery=SimpleNamespace(completed=completed)),
-        rebalancing=rebalancing, in_recovery=in_recovery, should_stop=stopping,
-    )
+STEADY = ConsumerSnapshot(broker_up=True, group_state="up", join_state="steady", assigned_partitions=3)
 
 
-def test_consuming_worker_is_ready() -> None:
-    assert is_ready(worker_state(fake_app()))
+def stats(*, broker_state: str = "UP", group_state: str = "up", join_state: str = "steady") -> dict[str, Any]:
+    """The parts of a librdkafka statistics document (STATISTICS.md) readiness reads, with a bootstrap
+    entry (nodeid -1) that must not count as a broker connection."""
+    return {
+        "brokers": {"127.0.0.1:9092/bootstrap": {"state": "UP", "nodeid": -1},
+                    "127.0.0.1:9092/1": {"state": broker_state, "nodeid": 1}},
+        "cgrp": {"state": group_state, "join_state": join_state, "assignment_size": 3},
+    }
 
 
-def test_not_ready_before_the_consumer_exists() -> None:
-    assert not_ready_reason(worker_state(fake_app(consumer=False))) == "consumer not started"
+def test_a_steady_group_member_with_a_broker_is_ready() -> None:
+    assert snapshot_of(stats()) == STEADY
+    assert not_ready_reason(STEADY, stopping=False, age_s=1.0, max_age_s=6.0) is None
 
 
-def test_not_ready_while_the_consumer_starts() -> None:
-    assert not_ready_reason(worker_state(fake_app(consumer_started=False))) == "consumer not started"
+def test_not_ready_before_the_first_statistics() -> None:
+    assert not_ready_reason(None, stopping=False, age_s=0.0, max_age_s=6.0) == "consumer not started"
 
 
-def test_not_ready_when_the_group_coordinator_is_unknown() -> None:
-    # aiokafka clears coordinator_id when the coordinator connection dies (broker outage).
-    reason = not_ready_reason(worker_state(fake_app(coordinator_id=None)))
-    assert reason is not None and reason.startswith("group coordinator unknown")
+def test_not_ready_without_a_broker_connection() -> None:
+    snapshot = snapshot_of(stats(broker_state="DOWN"))
+    assert not_ready_reason(snapshot, stopping=False, age_s=1.0, max_age_s=6.0) == \
+        "no broker connection (broker unreachable?)"
 
 
-def test_not_ready_before_the_first_assignment_is_recovered() -> None:
-    assert not_ready_reason(worker_state(fake_app(recovered=False))) == "no assignment recovered yet"
+def test_a_bootstrap_connection_alone_is_not_a_broker() -> None:
+    document = stats()
+    del document["brokers"]["127.0.0.1:9092/1"]
+    assert not snapshot_of(document).broker_up
+
+
+def test_not_ready_while_joining_the_group() -> None:
+    reason = not_ready_reason(snapshot_of(stats(group_state="wait-coord")), stopping=False, age_s=1.0,
+                              max_age_s=6.0)
+    assert reason == "consumer group wait-coord"
 
 
 def test_not_ready_while_rebalancing() -> None:
-    assert not_ready_reason(worker_state(fake_app(rebalancing=True))) == "rebalancing"
+    reason = not_ready_reason(snapshot_of(stats(join_state="wait-assign-call")), stopping=False, age_s=1.0,
+                              max_age_s=6.0)
+    assert reason == "rebalancing (wait-assign-call)"
 
 
-def test_not_ready_while_recovering_tables() -> None:
-    assert not_ready_reason(worker_state(fake_app(in_recovery=True))) == "recovering tables"
+def test_stale_statistics_are_not_trusted() -> None:
+    assert not_ready_reason(STEADY, stopping=False, age_s=7.0, max_age_s=6.0) == "no consumer statistics for 7s"
 
 
-def test_not_ready_while_stopping() -> None:
-    assert not_ready_reason(worker_state(fake_app(stopping=True))) == "stopping"
+def test_stopping_comes_first() -> None:
+    assert not_ready_reason(None, stopping=True, age_s=99.0, max_age_s=6.0) == "stopping"
 
 
-def test_reason_names_the_first_failing_signal() -> None:
-    state = WorkerState(stopping=False, consumer_started=True, coordinator_known=True, recovery_completed=False,
-                        rebalancing=True, in_recovery=True)
-    assert not_ready_reason(state) == "no assignment recovered yet"
+def test_readiness_follows_the_statistics_callback_and_its_clock() -> None:
+    now = [100.0]
+    readiness = Readiness(interval_ms=1000, clock=lambda: now[0])
+    assert readiness() == "consumer not started"
+    readiness.observe(orjson.dumps(stats()).decode())
+    assert readiness() is True
+    now[0] += 3.5  # three intervals without statistics
+    assert readiness() == "no consumer statistics for 4s"
+    readiness.observe(orjson.dumps(stats(join_state="wait-join")).decode())
+    assert readiness() == "rebalancing (wait-join)"
 
 
-class _NoLazyCreation(SimpleNamespace):
-    @property
-    def consumer(self) -> Any:
-        raise AssertionError("worker_state must not create the consumer")
-
-
-def test_worker_state_does_not_create_the_consumer() -> None:
-    app = _NoLazyCreation(**vars(fake_app(consumer=False)))
-    assert worker_state(app).consumer_started is False
-
-
-async def test_real_unstarted_faust_app_is_not_ready() -> None:
-    # Guards the attribute names read from faust against an upgrade renaming them.
-    app = faust.App(f"readiness-{uuid.uuid4().hex[:8]}", web_enabled=False, autodiscover=False)
-    app.Table("t", partitions=1)
-    state = worker_state(app)
-    assert (state.consumer_started, state.recovery_completed, state.rebalancing) == (False, False, False)
-    assert "tables" in vars(app)  # the manager readiness reads exists once a table is declared
-    assert not is_ready(state)
+def test_unreadable_statistics_are_logged_and_ignored() -> None:
+    readiness = Readiness(interval_ms=1000, clock=lambda: 0.0)
+    readiness.observe(orjson.dumps(stats()).decode())
+    readiness.observe("not json")
+    assert readiness() is True
 
 
 # --- the real worker ---------------------------------------------------------------------------------
@@ -176,6 +168,7 @@ async def test_worker_probes_follow_the_broker(kafka_settings: Settings, tmp_pat
             assert healthz is not None and healthz[0] == 200, worker.log_tail()
             readyz = await _get(session, f"{base}/readyz")
             assert readyz is not None and readyz[0] == 503, worker.log_tail()
+            assert orjson.loads(readyz[1])["error"] == "not_ready"
 
             async with bootstrap_proxy(kafka_port, kafka_settings.kafka.bootstrap):
                 readyz = await _poll(session, f"{base}/readyz", worker,

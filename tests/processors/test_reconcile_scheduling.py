@@ -1,4 +1,5 @@
-"""Reconcile (pure), the stale-poll schedule, the dedupe ledger entries, DLQ headers and the record codec."""
+"""Reconcile (pure): dedupe per payment, the join around it, the stale-poll chain; the poll schedule; the
+codecs of the internal topic and of the per-payment record; DLQ headers."""
 
 from __future__ import annotations
 
@@ -9,73 +10,213 @@ import pytest
 
 from paystream.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_OFFSET, dlq_headers
 from paystream.errors import NormalizationError, UnknownProviderStatus
-from paystream.metrics import MISSED_WEBHOOKS
-from processors import dedupe
-from processors.codec import ObservationRecord
-from processors.reconcile import reconcile, schedule_entry
-from processors.scheduling import PollSchedule, StalePoller, freshness
+from paystream.metrics import DUPLICATES, MISSED_WEBHOOKS, PARKED
+from processors import payment_inputs
+from processors.payment_inputs import FetchInput, ObservationInput, PolledInput
+from processors.payment_record import PaymentRecord, RecordCodec
+from processors.reconcile import Reconciled, Reconciler
+from processors.scheduling import PollChain, PollSchedule, next_poll
+from schemas.envelopes import FetchRequest, from_rfc3339
 from schemas.observation import Observation
 from schemas.status import ObjectKind, PaymentStatus, Source
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+KEY = "stripe:acct:payment_intent:pi_1"
+SCHEDULE = PollSchedule([60, 300, 900], repeat_s=3600)
+TTL_S = 30 * 86400
+
+
+def reconciler(pollable: tuple[str, ...] = ("stripe",)) -> Reconciler:
+    return Reconciler(SCHEDULE, pollable, TTL_S)
 
 
 def obs(status: PaymentStatus | None, evidence: str, minute: int, source: Source = Source.PUSH,
-        **extra: Any) -> Observation:
-    return Observation(provider="stripe", account="acct", object_type="payment_intent", object_id="pi_1",
+        provider: str = "stripe", **extra: Any) -> Observation:
+    return Observation(provider=provider, account="acct", object_type="payment_intent", object_id="pi_1",
                        kind=ObjectKind.PAYMENT, status=status, provider_status=str(status), source=source,
                        evidence_id=evidence, occurred_at=T0 + timedelta(minutes=minute),
                        observed_at=T0 + timedelta(minutes=minute, seconds=5), **extra)
 
 
-def test_codec_round_trips_an_observation_exactly() -> None:
-    record = ObservationRecord(obs(PaymentStatus.CAPTURED, "e1", 1, amount=100, currency="EUR",
-                                   captures={"ch_1": 100}, order_ref="o"), "stale")
-    assert ObservationRecord.from_bytes(record.to_bytes()) == record
+def pushed(status: PaymentStatus | None, evidence: str, minute: int, **extra: Any) -> ObservationInput:
+    return ObservationInput(obs(status, evidence, minute, **extra), f"{evidence}#0")
 
 
-def test_codec_rejects_garbage_as_normalization_error() -> None:
-    with pytest.raises(NormalizationError):
-        ObservationRecord.from_bytes(b'{"provider": "x"}')
+def polled(request_id: str, attempt: int, outcome: str = "ok") -> PolledInput:
+    return PolledInput("stripe", "acct", "payment_intent", "pi_1", request_id, "stale", attempt, outcome)
 
 
-def test_first_observation_emits_sequence_one_and_a_schedule_entry() -> None:
-    result = reconcile(None, ObservationRecord(obs(PaymentStatus.PENDING, "e1", 0)), T0 + timedelta(minutes=1))
+def fetch(request_id: str = "d-1:fetch", reason: str = "thin_push") -> FetchInput:
+    stamp = "2024-05-01T10:00:00.000Z"
+    return FetchInput(FetchRequest(payment_key=KEY, provider="stripe", account="acct", object_type="payment_intent",
+                                   object_id="pi_1", reason=reason, not_before=stamp,  # type: ignore[arg-type]
+                                   requested_at=stamp, request_id=request_id), request_id)
+
+
+def run(inputs: list[Any], now: datetime = T0, rec: Reconciler | None = None) -> list[Reconciled]:
+    rec = rec or reconciler()
+    record = None
+    results = []
+    for item in inputs:
+        result = rec(record, item, now)
+        record = result.record
+        results.append(result)
+    return results
+
+
+def stale_requests(result: Reconciled) -> list[FetchRequest]:
+    return [r for r in result.fetch_requests if r.reason == "stale"]
+
+
+# --- the join, dedupe and events -----------------------------------------------------------------------
+
+
+def test_first_observation_emits_sequence_one() -> None:
+    (result,) = run([pushed(PaymentStatus.PENDING, "e1", 0)])
     assert result.event is not None and result.event["data"]["sequence"] == 1
-    assert result.schedule is not None and result.schedule["provider"] == "stripe"
+    assert result.changed and result.record.first_seen == T0.timestamp()
 
 
-def test_duplicate_emits_nothing() -> None:
-    first = reconcile(None, ObservationRecord(obs(PaymentStatus.AUTHORIZED, "e1", 0)), T0)
-    again = reconcile(first.state, ObservationRecord(obs(PaymentStatus.AUTHORIZED, "e1", 0)), T0)
-    assert (again.duplicate, again.event) == (True, None)
+def test_a_delivery_seen_before_is_dropped_before_the_join() -> None:
+    before = DUPLICATES.labels("stripe")._value.get()
+    first, again = run([pushed(PaymentStatus.AUTHORIZED, "e1", 0), pushed(PaymentStatus.AUTHORIZED, "e1", 0)])
+    assert (again.event, again.changed, again.fetch_requests) == (None, False, [])
+    assert again.record is first.record
+    assert DUPLICATES.labels("stripe")._value.get() == before + 1
+
+
+def test_a_delivery_is_new_again_after_the_dedupe_ttl() -> None:
+    rec = reconciler()
+    first = rec(None, pushed(PaymentStatus.AUTHORIZED, "e1", 0), T0)
+    later = rec(first.record, pushed(PaymentStatus.AUTHORIZED, "e1", 0), T0 + timedelta(seconds=TTL_S + 1))
+    assert later.changed  # applied again: the join collapses it, nothing is emitted
+    assert later.event is None
+    assert set(later.record.seen) == {"e1#0"} and later.record.seen["e1#0"] > first.record.seen["e1#0"]
+
+
+def test_seen_ids_past_the_ttl_are_dropped_when_the_record_is_written() -> None:
+    rec = reconciler()
+    first = rec(None, pushed(PaymentStatus.AUTHORIZED, "e1", 0), T0)
+    later = rec(first.record, pushed(PaymentStatus.CAPTURED, "e2", 5), T0 + timedelta(seconds=TTL_S + 1))
+    assert set(later.record.seen) == {"e2#0"}
+
+
+def test_replays_and_polls_are_not_deduplicated_by_delivery() -> None:
+    replayed = ObservationInput(obs(PaymentStatus.AUTHORIZED, "e1", 0, Source.REPLAY), None)
+    _, again = run([replayed, replayed])
+    assert again.changed and again.record.seen == {}
 
 
 def test_stale_regression_is_ignored() -> None:
-    captured = reconcile(None, ObservationRecord(obs(PaymentStatus.CAPTURED, "e1", 5)), T0)
-    late = reconcile(captured.state, ObservationRecord(obs(PaymentStatus.AUTHORIZED, "e2", 9)), T0)
-    assert (late.stale, late.event, late.state.status) == (True, None, PaymentStatus.CAPTURED)
+    _, late = run([pushed(PaymentStatus.CAPTURED, "e1", 5), pushed(PaymentStatus.AUTHORIZED, "e2", 9)])
+    assert late.event is None
+    assert late.record.state is not None and late.record.state.status is PaymentStatus.CAPTURED
 
 
-def test_terminal_status_leaves_the_schedule() -> None:
-    result = reconcile(None, ObservationRecord(obs(PaymentStatus.CAPTURED, "e1", 0)), T0)
-    assert result.schedule is None
+def test_observation_of_the_wrong_kind_raises_for_the_dlq() -> None:
+    first = run([pushed(PaymentStatus.AUTHORIZED, "e1", 0)])[0]
+    wrong = Observation(provider="stripe", account="acct", object_type="payment_intent", object_id="pi_1",
+                        kind=ObjectKind.AGREEMENT, status=None, provider_status="x", source=Source.PUSH,
+                        evidence_id="e9", occurred_at=T0, observed_at=T0)
+    with pytest.raises(NormalizationError):
+        reconciler()(first.record, ObservationInput(wrong, "e9#0"), T0)
 
 
 def test_status_first_seen_by_a_stale_poll_counts_a_missed_webhook() -> None:
     before = MISSED_WEBHOOKS.labels("stripe")._value.get()
-    pending = reconcile(None, ObservationRecord(obs(PaymentStatus.PENDING, "e1", 0)), T0)
-    reconcile(pending.state, ObservationRecord(obs(PaymentStatus.CAPTURED, "f1", 9, Source.POLL), "stale"), T0)
+    run([pushed(PaymentStatus.PENDING, "e1", 0),
+         ObservationInput(obs(PaymentStatus.CAPTURED, "f1", 9, Source.POLL), None, "stale")])
     assert MISSED_WEBHOOKS.labels("stripe")._value.get() == before + 1
 
 
-def test_parked_payment_awaits_news() -> None:
-    parked = reconcile(None, ObservationRecord(obs(None, "e1", 0, refunds={"re_1": 5})), T0)
-    assert (parked.event, parked.state.status) == (None, None)
-    assert schedule_entry(parked.state) is not None
+def test_an_early_amount_only_observation_is_parked_then_applied() -> None:
+    before = PARKED.labels("stripe")._value.get()
+    parked, authorized = run([pushed(None, "e1", 2, captures={"ch_1": 500}),
+                              pushed(PaymentStatus.AUTHORIZED, "e2", 1, amount=500)])
+    assert parked.event is None and parked.record.state is not None and parked.record.state.status is None
+    assert PARKED.labels("stripe")._value.get() == before + 1
+    assert authorized.event is not None and authorized.event["data"]["status"] == "captured"
 
 
-SCHEDULE = PollSchedule([60, 300, 900], repeat_s=3600)
+# --- fetch inputs --------------------------------------------------------------------------------------
+
+
+def test_a_thin_push_fetch_is_emitted_once_per_delivery() -> None:
+    first, again = run([fetch(), fetch()])
+    assert [r.reason for r in first.fetch_requests] == ["thin_push", "stale"]
+    assert (again.fetch_requests, again.changed) == ([], False)
+
+
+def test_a_registered_payment_without_any_observation_gets_its_poll_chain() -> None:
+    (result,) = run([fetch("d-1:registered", "registered")])
+    (stale,) = stale_requests(result)
+    assert result.record.state is None and result.record.chain is not None
+    assert (stale.attempt, from_rfc3339(stale.not_before)) == (1, T0 + timedelta(seconds=60))
+
+
+def test_no_poll_chain_for_agreements_or_push_only_providers() -> None:
+    agreement = FetchInput(FetchRequest(payment_key="stripe:acct:mandate:m_1", provider="stripe", account="acct",
+                                        object_type="mandate", object_id="m_1", reason="thin_push",
+                                        not_before="2024-05-01T10:00:00.000Z", requested_at="2024-05-01T10:00:00.000Z",
+                                        request_id="d-2:fetch"), "d-2:fetch")
+    (result,) = run([agreement])
+    assert stale_requests(result) == [] and result.record.chain is None
+    (adyen,) = run([ObservationInput(obs(PaymentStatus.PENDING, "e1", 0, provider="adyen"), "e1#0")])
+    assert adyen.fetch_requests == [] and adyen.record.chain is None
+
+
+# --- the stale-poll chain ------------------------------------------------------------------------------
+
+
+def test_news_arms_poll_one_after_the_first_gap() -> None:
+    (result,) = run([pushed(PaymentStatus.PENDING, "e1", 0)])
+    (stale,) = stale_requests(result)
+    news = T0 + timedelta(seconds=5)  # the receipt of the observation
+    assert (stale.attempt, from_rfc3339(stale.not_before)) == (1, news + timedelta(seconds=60))
+    assert result.record.chain == PollChain(news.timestamp(), 1, stale.request_id)
+    assert stale.request_id == f"{KEY}:stale:{news.timestamp():.6f}:1"
+
+
+def test_the_armed_polls_result_arms_the_next_whatever_its_outcome() -> None:
+    rec = reconciler()
+    first = rec(None, pushed(PaymentStatus.PENDING, "e1", 0), T0)
+    chain = first.record.chain
+    assert chain is not None
+    after = rec(first.record, polled(chain.request_id, 1, outcome="server_error"), T0 + timedelta(seconds=70))
+    (second,) = stale_requests(after)
+    assert second.attempt == 2
+    assert from_rfc3339(second.not_before) == datetime.fromtimestamp(chain.since + 360, UTC)
+
+
+def test_results_of_other_fetches_leave_the_chain_alone() -> None:
+    rec = reconciler()
+    first = rec(None, pushed(PaymentStatus.PENDING, "e1", 0), T0)
+    other = rec(first.record, polled("d-7:fetch", 1), T0 + timedelta(seconds=10))
+    assert (other.changed, other.fetch_requests) == (False, [])
+
+
+def test_news_restarts_the_chain_and_an_outcome_ends_it() -> None:
+    rec = reconciler()
+    first = rec(None, pushed(PaymentStatus.PENDING, "e1", 0), T0)
+    authorized = rec(first.record, pushed(PaymentStatus.AUTHORIZED, "e2", 3), T0)
+    (restart,) = stale_requests(authorized)
+    assert restart.attempt == 1 and restart.request_id != first.record.chain.request_id  # type: ignore[union-attr]
+    captured = rec(authorized.record, pushed(PaymentStatus.CAPTURED, "e3", 4), T0)
+    assert stale_requests(captured) == [] and captured.record.chain is None
+
+
+def test_a_poll_that_sees_nothing_new_is_not_news() -> None:
+    rec = reconciler()
+    first = rec(None, pushed(PaymentStatus.PENDING, "e1", 0), T0)
+    same = ObservationInput(obs(PaymentStatus.PENDING, "f1", 0, Source.PUSH), None, "stale")
+    again = rec(first.record, same, T0 + timedelta(seconds=61))
+    assert stale_requests(again) == [] and again.record.chain == first.record.chain
+
+
+def test_a_chain_that_fell_behind_continues_with_the_latest_due_poll() -> None:
+    # 3 h after the news polls 1..5 are due (offsets 60 s ... 8460 s): poll 5 goes out now, 2-4 are skipped.
+    assert next_poll(SCHEDULE, since=T0.timestamp(), done=1, now=T0 + timedelta(hours=3)) == 5
+    assert next_poll(SCHEDULE, since=T0.timestamp(), done=1, now=T0 + timedelta(seconds=61)) == 2
 
 
 @pytest.mark.parametrize(("quiet_s", "due"), [(59, 0), (60, 1), (359, 1), (360, 2), (1260, 3), (4859, 3),
@@ -84,48 +225,53 @@ def test_polls_due_follow_the_gaps_then_repeat(quiet_s: float, due: int) -> None
     assert SCHEDULE.polls_due(quiet_s) == due
 
 
-def entry(last_news: datetime, provider: str = "stripe") -> dict[str, Any]:
-    return {"provider": provider, "account": "acct", "object_type": "payment_intent", "object_id": "pi_1",
-            "first_seen": last_news.timestamp(), "last_news": last_news.timestamp()}
+@pytest.mark.parametrize(("poll", "offset"), [(1, 60), (2, 360), (3, 1260), (4, 4860), (5, 8460)])
+def test_poll_offsets_are_the_gaps_accumulated_then_the_repeat(poll: int, offset: int) -> None:
+    assert SCHEDULE.offset_of(poll) == offset
 
 
-def test_stale_poller_requests_each_poll_once() -> None:
-    poller = StalePoller(SCHEDULE, {"stripe"})
-    key, news = "stripe:acct:payment_intent:pi_1", entry(T0)
-    assert poller.due([(key, news)], T0 + timedelta(seconds=30)) == []
-    (request,) = poller.due([(key, news)], T0 + timedelta(seconds=61))
-    assert (request.reason, request.attempt, request.not_before) == ("stale", 1, "2024-05-01T10:01:00.000Z")
-    assert poller.due([(key, news)], T0 + timedelta(seconds=120)) == []
-    (second,) = poller.due([(key, news)], T0 + timedelta(seconds=400))
-    assert second.attempt == 2 and second.request_id != request.request_id
+# --- codecs -------------------------------------------------------------------------------------------
 
 
-def test_news_restarts_the_schedule() -> None:
-    poller = StalePoller(SCHEDULE, {"stripe"})
-    key = "stripe:acct:payment_intent:pi_1"
-    poller.due([(key, entry(T0))], T0 + timedelta(seconds=400))
-    later = T0 + timedelta(seconds=500)
-    (request,) = poller.due([(key, entry(later))], later + timedelta(seconds=61))
-    assert request.attempt == 1
+@pytest.mark.parametrize("item", [
+    pushed(PaymentStatus.CAPTURED, "e1", 1, amount=100, currency="EUR", captures={"ch_1": 100}, order_ref="o"),
+    ObservationInput(obs(None, "f1", 2, Source.POLL, refunds={"re_1": 5}), None, "stale"),
+    fetch(),
+    polled("r-1", 3, "timeout"),
+])
+def test_payment_inputs_round_trip_exactly(item: Any) -> None:
+    assert payment_inputs.decode(payment_inputs.encode(item)) == item
 
 
-def test_push_only_providers_are_never_polled() -> None:
-    poller = StalePoller(SCHEDULE, {"stripe"})
-    assert poller.due([("adyen:acct:payment:P", entry(T0, "adyen"))], T0 + timedelta(days=3)) == []
+@pytest.mark.parametrize("raw", [b"not json", b'{"kind": "observation"}', b'{"kind": "other"}',
+                                 b'{"kind": "polled", "polled": {"provider": "x"}}'])
+def test_unreadable_payment_inputs_are_normalization_errors(raw: bytes) -> None:
+    with pytest.raises(NormalizationError):
+        payment_inputs.decode(raw)
 
 
-def test_freshness_reports_oldest_age_and_late_count_per_provider() -> None:
-    oldest, late = freshness([entry(T0), entry(T0 + timedelta(minutes=50))], T0 + timedelta(hours=1), 900,
-                             ["stripe", "adyen"])
-    assert (oldest["stripe"], late["stripe"], oldest["adyen"], late["adyen"]) == (3600.0, 1, 0.0, 0)
+def test_the_payment_record_round_trips_through_its_stored_bytes() -> None:
+    results = run([pushed(PaymentStatus.AUTHORIZED, "e1", 1, amount=900, currency="EUR"),
+                   pushed(None, "e2", 2, captures={"ch_1": 900}),
+                   pushed(PaymentStatus.PARTIALLY_REFUNDED, "e3", 3, refunds={"re_1": 300})])
+    record = results[-1].record
+    assert PaymentRecord.from_bytes(record.to_bytes()) == record
 
 
-def test_dedupe_entries_expire_after_the_ttl() -> None:
-    value = dedupe.entry(1000.0)
-    assert dedupe.is_duplicate(value, 1000.0 + 29, ttl_s=30)
-    assert dedupe.is_expired(value, 1000.0 + 30, ttl_s=30)
-    assert not dedupe.is_duplicate(None, 0, ttl_s=30)
-    assert not dedupe.is_duplicate(b"garbage", 0, ttl_s=30)
+def test_the_codec_reuses_a_decoded_record_only_for_identical_bytes() -> None:
+    codec = RecordCodec(capacity=2)
+    record = run([pushed(PaymentStatus.PENDING, "e1", 0)])[0].record
+    raw = codec.encode(b"k", record)
+    assert codec.decode(b"k", raw) is record
+    rolled_back = PaymentRecord(first_seen=1.0)  # e.g. what the store holds after an aborted transaction
+    assert codec.decode(b"k", rolled_back.to_bytes()) == rolled_back
+    assert codec.decode(b"k", None) is None
+    codec.encode(b"a", record)
+    codec.encode(b"b", record)
+    assert len(codec._decoded) == 2  # bounded
+
+
+# --- DLQ headers --------------------------------------------------------------------------------------
 
 
 def test_dlq_headers_keep_the_original_and_the_first_failure_time() -> None:

@@ -1,0 +1,213 @@
+"""The Quix Streams application of ``paystream process``: two stages joined by one internal topic.
+
+::
+
+    payments.inbox.v1 ─────────► intake ─┐                                    ┌─► payments.status.v1
+                                         ├─► {app_id}-payment-inputs ─► reconcile ├─► payments.state.v1
+    payments.fetch.results.v1 ─► intake ─┘   (keyed by payment key)     (state) ├─► payments.fetch.requests.v1
+                                                                                └─► payments.dlq.v1
+
+* **intake** (stateless) reads a delivery or a fetch result, normalizes it with the provider parsers
+  (:mod:`processors.normalize`) and writes one input per payment it concerns to the internal topic, keyed by
+  payment key: that is the repartition that brings everything about one payment to one task, in order.
+* **reconcile** (stateful, per payment key) applies each input to the payment's record
+  (:mod:`processors.reconcile`): dedupe, the pure join, the stale-poll chain. It emits the status event, the
+  same event as the payment's current state, and fetch requests.
+
+Every stage routes what it produces with :class:`Output` (topic, key, value, headers): one ``to_topic`` per
+stage picks the topic from the output. A record a stage cannot handle goes to the DLQ unchanged with the
+error headers of :mod:`paystream.dlq`; nothing raises out of a stage but an engine failure.
+
+Exactly-once (the default): each checkpoint — the outputs of both stages, the state changelog and the input
+offsets — is one Kafka transaction, so a ``read_committed`` consumer sees every event exactly once across
+crashes and rebalances. At-least-once (a setting) may repeat events after a crash; they repeat with the same
+deterministic id and sequence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from quixstreams import Application, message_context
+from quixstreams.models import TopicConfig
+from quixstreams.models.serializers import SerializationContext, Serializer
+from quixstreams.state import State
+
+from paystream.config import Settings
+from paystream.dlq import dlq_headers, reason_of
+from paystream.logs import get_logger
+from paystream.metrics import DLQ
+from processors import payment_inputs
+from processors.kafka_client import connection_config
+from processors.normalize import Normalizer
+from processors.payment_record import RecordCodec
+from processors.providers import POLLABLE
+from processors.readiness import STATS_INTERVAL_MS, Readiness
+from processors.reconcile import Reconciler
+from processors.scheduling import PollSchedule
+from processors.settings import ProcessorSettings
+from schemas.envelopes import FetchResult, InboxEnvelope
+from schemas.event import EVENT_CONTENT_TYPE, FIRST_SEEN_HEADER, format_time, serialize_event
+
+log = get_logger(__name__)
+
+RECORD = "payment"  # the one state key per payment key
+_CONTENT_TYPE = ("content-type", EVENT_CONTENT_TYPE.encode())
+Headers = list[tuple[str, bytes]]
+
+
+class Output(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers | None = None
+
+
+class OutputSerializer(Serializer):
+    """The value of an :class:`Output` is already bytes."""
+
+    def __call__(self, value: Output, ctx: SerializationContext) -> bytes:
+        return value.value
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    inbox: str
+    fetch_results: str
+    inputs: str
+    status: str
+    state: str
+    fetch_requests: str
+    dlq: str
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Stages:
+    """The functions the two stages run per record; plain methods, testable without Kafka."""
+
+    def __init__(self, settings: Settings, conf: ProcessorSettings, topics: TopicNames,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.topics = topics
+        self.clock = clock
+        self.normalizer = Normalizer(settings)
+        self.reconciler = Reconciler(PollSchedule(conf.poll_schedule_s, conf.poll_repeat_s), POLLABLE,
+                                     conf.dedupe_ttl_s)
+        self.codec = RecordCodec()
+
+    def inbox(self, value: bytes, key: bytes | None, _timestamp: int, headers: Any) -> list[Output]:
+        now = self.clock()
+        try:
+            inputs = self.normalizer.inbox(InboxEnvelope.from_bytes(value), now)
+        except Exception as exc:  # anything but an engine failure: the record goes to the DLQ
+            return [self._dead_letter(value, key, headers, exc, now)]
+        return [Output(self.topics.inputs, item.payment_key.encode(), payment_inputs.encode(item))
+                for item in inputs]
+
+    def fetch_result(self, value: bytes, key: bytes | None, _timestamp: int, headers: Any) -> list[Output]:
+        now = self.clock()
+        try:
+            inputs = self.normalizer.fetch_result(FetchResult.from_bytes(value))
+        except Exception as exc:
+            return [self._dead_letter(value, key, headers, exc, now)]
+        return [Output(self.topics.inputs, item.payment_key.encode(), payment_inputs.encode(item))
+                for item in inputs]
+
+    def reconcile(self, value: bytes, key: bytes, _timestamp: int, headers: Any,
+                  state: State[str, bytes]) -> list[Output]:
+        now = self.clock()
+        try:
+            item = payment_inputs.decode(value)
+            record = self.codec.decode(key, state.get_bytes(RECORD))
+            result = self.reconciler(record, item, now)
+        except Exception as exc:
+            return [self._dead_letter(value, key, headers, exc, now)]
+        if result.changed:
+            state.set_bytes(RECORD, self.codec.encode(key, result.record))
+        outputs = []
+        if result.event is not None:
+            event = serialize_event(result.event)
+            first_seen = format_time(datetime.fromtimestamp(result.record.first_seen, UTC))
+            outputs.append(Output(self.topics.status, key, event, [_CONTENT_TYPE]))
+            outputs.append(Output(self.topics.state, key, event,
+                                  [_CONTENT_TYPE, (FIRST_SEEN_HEADER, first_seen.encode())]))
+        outputs += [Output(self.topics.fetch_requests, request.key, request.to_bytes())
+                    for request in result.fetch_requests]
+        return outputs
+
+    def _dead_letter(self, value: bytes, key: bytes | None, headers: Any, error: BaseException,
+                     now: datetime) -> Output:
+        where = message_context()
+        DLQ.labels(where.topic, reason_of(error)).inc()
+        log.warning("dead_lettered", topic=where.topic, partition=where.partition, offset=where.offset,
+                    error_class=type(error).__name__, error=str(error)[:300])
+        original = [(name, bytes(raw)) for name, raw in (headers or [])]
+        return Output(self.topics.dlq, key, value, dlq_headers(original, error=error, topic=where.topic,
+                                                              partition=where.partition, offset=where.offset,
+                                                              now=now))
+
+
+def topic_names(settings: Settings, conf: ProcessorSettings) -> TopicNames:
+    topics = settings.topics
+    return TopicNames(inbox=topics.inbox, fetch_results=topics.fetch_results, inputs=conf.inputs_topic(),
+                      status=topics.status, state=topics.state, fetch_requests=topics.fetch_requests,
+                      dlq=topics.dlq)
+
+
+def build_application(settings: Settings, conf: ProcessorSettings, readiness: Readiness) -> Application:
+    """The Quix Streams application, not yet running (``app.run()`` blocks until SIGTERM / SIGINT)."""
+    kafka = settings.kafka
+    names = topic_names(settings, conf)
+    state_dir = settings.state_dir / "processor"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    app = Application(
+        broker_address=connection_config(kafka, client_id=f"{kafka.client_id}-processor"),
+        consumer_group=conf.app_id,
+        auto_offset_reset="earliest",
+        processing_guarantee=conf.processing_guarantee,
+        commit_interval=conf.commit_interval_s,
+        commit_every=conf.commit_every,
+        state_dir=state_dir,
+        loglevel=None,  # the quixstreams logger goes through paystream.logs like every stdlib logger
+        consumer_extra_config={
+            "session.timeout.ms": int(conf.session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(min(3.0, conf.session_timeout_s / 3) * 1000),
+            "statistics.interval.ms": STATS_INTERVAL_MS,
+            "stats_cb": readiness.observe,
+        },
+        producer_extra_config={
+            "linger.ms": kafka.linger_ms,
+            "message.max.bytes": kafka.max_request_size,
+            "request.timeout.ms": kafka.request_timeout_ms,
+        },
+    )
+    raw: dict[str, Any] = {"key_deserializer": "bytes", "value_deserializer": "bytes",
+                           "key_serializer": "bytes", "value_serializer": OutputSerializer()}
+    partitions, replicas = settings.topics.partitions, settings.topics.replication_factor
+    topics = {
+        name: app.topic(name, **raw) for name in
+        (names.inbox, names.fetch_results, names.status, names.state, names.fetch_requests, names.dlq)
+    }
+    topics[names.inputs] = app.topic(names.inputs, **raw, config=TopicConfig(
+        num_partitions=partitions, replication_factor=replicas,
+        extra_config={"retention.ms": str(settings.topics.inbox_retention_ms)}))
+
+    stages = Stages(settings, conf, names)
+
+    def route(sdf: Any) -> None:
+        # Every output is stamped with the time it is produced (the engine would copy the input's timestamp):
+        # a status event's record time is when paystream emitted it.
+        sdf = sdf.set_timestamp(lambda _value, _key, _timestamp, _headers: time.time_ns() // 1_000_000)
+        sdf = sdf.set_headers(lambda value, _key, _timestamp, _headers: value.headers)
+        sdf.to_topic(lambda value, _key, _timestamp, _headers: topics[value.topic], key=lambda value: value.key)
+
+    route(app.dataframe(topics[names.inbox]).apply(stages.inbox, metadata=True, expand=True))
+    route(app.dataframe(topics[names.fetch_results]).apply(stages.fetch_result, metadata=True, expand=True))
+    route(app.dataframe(topics[names.inputs]).apply(stages.reconcile, stateful=True, metadata=True, expand=True))
+    return app
