@@ -38,10 +38,10 @@ from ingest.providers.signers import adyen_batch, mollie_hint, sign_adyen_item, 
 from paystream import dlq
 from paystream.config import AccountConfig, KafkaSettings, Settings, TopicSettings
 from paystream.errors import BrokerUnavailable, NormalizationError
-from processors.scheduling import PollSchedule, stale_request
+from processors.scheduling import PollSchedule, poll_request
 from processors.settings import ProcessorSettings
 from schemas.envelopes import FetchRequest, FetchResult, InboxEnvelope, ReplayMark, to_rfc3339
-from schemas.event import EVENT_CONTENT_TYPE
+from schemas.event import EVENT_CONTENT_TYPE, FIRST_SEEN_HEADER
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -496,10 +496,9 @@ def test_inbox_schema_refuses_a_body_that_is_not_base64() -> None:
 
 
 def test_real_stale_poll_fetch_request_validates() -> None:
-    entry = {"provider": "amazon_pay", "account": "eu-main", "object_type": "charge",
-             "object_id": "S02-1234567-1234567-C000001", "last_news": NOW.timestamp() - 600}
-    request = stale_request("amazon_pay:eu-main:charge:S02-1234567-1234567-C000001", entry, 2,
-                            PollSchedule(gaps_s=[60, 300], repeat_s=3600), NOW)
+    request = poll_request("amazon_pay:eu-main:charge:S02-1234567-1234567-C000001", "amazon_pay", "eu-main",
+                           "charge", "S02-1234567-1234567-C000001", since=NOW.timestamp() - 600, poll=2,
+                           schedule=PollSchedule(gaps_s=[60, 300], repeat_s=3600), now=NOW)
     envelope_validator("fetch-request").validate(as_record(request))
 
 
@@ -572,7 +571,7 @@ def test_channel_bindings_match_the_topic_settings() -> None:
         kafka = channel["bindings"]["kafka"]
         assert (kafka["partitions"], kafka["replicas"]) == (topics.partitions, topics.replication_factor), address
         assert kafka["topicConfiguration"]["retention.ms"] == topics.retention_ms(address), address
-        assert kafka["topicConfiguration"]["cleanup.policy"] == ["delete"], address
+        assert kafka["topicConfiguration"]["cleanup.policy"] == [topics.cleanup_policy(address)], address
 
 
 def _payload_schema(message: Mapping[str, Any]) -> tuple[type[Draft7Validator] | type[Draft202012Validator],
@@ -603,6 +602,7 @@ def test_typed_payloads_reference_the_json_schema_files() -> None:
         "FetchRequest": "./fetch-request.schema.json",
         "FetchResult": "./fetch-result.schema.json",
         "PaymentStatusEvent": "./payment-status-event.schema.json",
+        "PaymentState": "./payment-state.schema.json",
     }
 
 
@@ -611,15 +611,29 @@ def test_documented_keys_match_the_keys_the_records_carry() -> None:
     request = FetchRequest("amazon_pay:eu-main:charge:S02-1", "amazon_pay", "eu-main", "charge", "S02-1",
                            "thin_push", to_rfc3339(NOW), to_rfc3339(NOW), "0b3e-4f1a:fetch")
     for name, key in (("InboxEnvelope", envelope.key), ("FetchRequest", request.key),
-                      ("FetchResult", request.key), ("PaymentStatusEvent", request.key)):
+                      ("FetchResult", request.key), ("PaymentStatusEvent", request.key),
+                      ("PaymentState", request.key)):
         Draft7Validator(messages()[name]["bindings"]["kafka"]["key"]).validate(key.decode())
     assert not Draft7Validator(messages()["FetchRequest"]["bindings"]["kafka"]["key"]).is_valid(envelope.key.decode())
 
 
 def test_status_messages_carry_the_cloudevents_content_type() -> None:
-    status = messages()["PaymentStatusEvent"]
-    assert status["contentType"] == EVENT_CONTENT_TYPE
-    assert status["headers"]["properties"]["content-type"]["const"] == EVENT_CONTENT_TYPE
+    for name in ("PaymentStatusEvent", "PaymentState"):
+        status = messages()[name]
+        assert status["contentType"] == EVENT_CONTENT_TYPE
+        assert status["headers"]["properties"]["content-type"]["const"] == EVENT_CONTENT_TYPE
+
+
+def test_the_current_state_header_is_the_one_the_processor_writes() -> None:
+    headers = messages()["PaymentState"]["headers"]
+    assert FIRST_SEEN_HEADER in headers["required"] and FIRST_SEEN_HEADER in headers["properties"]
+
+
+def test_the_current_state_schema_is_the_status_event_schema() -> None:
+    """A payments.state.v1 value is the payment's latest status event, byte for byte."""
+    _, state = resolve("./payment-state.schema.json", ASYNCAPI)
+    Draft202012Validator.check_schema(state)
+    assert state["$ref"] == "payment-status-event.schema.json"
 
 
 def test_dead_letter_headers_are_the_ones_processors_write() -> None:
@@ -649,6 +663,7 @@ EXPECTED_FLOWS = {
     ("process", "receive", "payments.fetch.results.v1"),
     ("process", "send", "payments.fetch.requests.v1"),
     ("process", "send", "payments.status.v1"),
+    ("process", "send", "payments.state.v1"),
     ("process", "send", "payments.dlq.v1"),
     ("fetch", "receive", "payments.fetch.requests.v1"),
     ("fetch", "send", "payments.fetch.requests.v1"),
