@@ -27,6 +27,7 @@ deterministic id and sequence.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -182,6 +183,9 @@ def build_application(settings: Settings, conf: ProcessorSettings, readiness: Re
             "stats_cb": readiness.observe,
         },
         producer_extra_config={
+            # Unique per process (fencing of a zombie worker goes through the consumer group's generation,
+            # KIP-447), prefixed with the app id so one ACL prefix grants every worker its transactions.
+            "transactional.id": f"{conf.app_id}-{uuid.uuid4()}",
             "linger.ms": kafka.linger_ms,
             "message.max.bytes": kafka.max_request_size,
             "request.timeout.ms": kafka.request_timeout_ms,

@@ -11,10 +11,13 @@ from ingest.fetch.options import FetchOptions
 from paystream.config import KafkaSettings, TopicSettings
 from processors.settings import ProcessorSettings
 
-# The fetcher's compacted Stripe sweep cursor topic: not in TopicSettings (yet), so named here.
-CURSOR_TOPIC = "payments.fetch.cursors.v1"
-# faust's application id: it prefixes the processor's consumer group and internal topics.
+# The fetcher's compacted topics (created by the fetcher, so not in TopicSettings.all_names()).
+CURSOR_TOPIC = TopicSettings().fetch_cursors
+DELAYED_TOPIC = TopicSettings().fetch_delayed
+# The processor's application id: its consumer group, transactional ids and internal topics start with it.
 PROCESSOR_APP_ID = "paystream-processor"
+# Quix Streams names state changelogs `changelog__{consumer group}--{topic}--{store}`.
+CHANGELOG_PREFIX = f"changelog__{PROCESSOR_APP_ID}"
 
 
 def _load(name: str) -> list[dict[str, Any]]:
@@ -38,7 +41,7 @@ def _grants(acls: list[dict[str, Any]], resource_type: str) -> dict[tuple[str, s
 
 
 def test_topic_names_equal_topic_settings_defaults() -> None:
-    assert set(_topics()) == {*TopicSettings().all_names(), CURSOR_TOPIC}
+    assert set(_topics()) == {*TopicSettings().all_names(), CURSOR_TOPIC, DELAYED_TOPIC}
 
 
 def test_resource_names_equal_topic_names() -> None:
@@ -48,6 +51,7 @@ def test_resource_names_equal_topic_names() -> None:
 def test_topic_partitions_equal_the_default() -> None:
     defaults = TopicSettings()
     partitions = {name: doc["spec"]["partitions"] for name, doc in _topics().items() if name != CURSOR_TOPIC}
+    # The delayed store needs at least as many partitions as the requests topic it mirrors.
     assert set(partitions.values()) == {defaults.partitions}
 
 
@@ -57,10 +61,13 @@ def test_topic_retention_equals_the_default() -> None:
         assert int(_topics()[name]["spec"]["config"]["retention.ms"]) == defaults.retention_ms(name), name
 
 
-def test_cursor_topic_is_compacted_and_the_others_keep_every_record() -> None:
+def test_latest_value_topics_are_compacted_and_the_streams_keep_every_record() -> None:
     policies = {name: doc["spec"]["config"]["cleanup.policy"] for name, doc in _topics().items()}
-    assert policies.pop(CURSOR_TOPIC) == "compact"
+    topics = TopicSettings()
+    for name in (CURSOR_TOPIC, DELAYED_TOPIC, topics.state):
+        assert policies.pop(name) == "compact", name
     assert set(policies.values()) == {"delete"}
+    assert all(topics.cleanup_policy(name) == "delete" for name in policies)
 
 
 def test_inbox_and_dlq_take_a_full_size_delivery() -> None:
@@ -95,7 +102,8 @@ def test_only_the_processor_creates_topics_and_only_its_own() -> None:
         for (name, pattern), operations in _grants(acls, "topic").items()
         if "Create" in operations or "All" in operations
     }
-    assert creators == {("paystream-processor", PROCESSOR_APP_ID, "prefix")}
+    assert creators == {("paystream-processor", PROCESSOR_APP_ID, "prefix"),
+                        ("paystream-processor", CHANGELOG_PREFIX, "prefix")}
 
 
 def test_processor_reads_its_inputs_and_writes_its_outputs() -> None:
@@ -103,8 +111,14 @@ def test_processor_reads_its_inputs_and_writes_its_outputs() -> None:
     grants = _grants(_users()["paystream-processor"], "topic")
     reads = {name for (name, pattern), ops in grants.items() if pattern == "literal" and "Read" in ops}
     writes = {name for (name, pattern), ops in grants.items() if pattern == "literal" and "Write" in ops}
-    assert reads == {topics.inbox, topics.fetch_results}
-    assert writes == {topics.status, topics.fetch_requests, topics.dlq}
+    assert reads == {topics.inbox, topics.fetch_results, topics.state}
+    assert writes == {topics.status, topics.state, topics.fetch_requests, topics.dlq}
+
+
+def test_processor_may_run_transactions_under_its_own_prefix_only() -> None:
+    holders = {user: _grants(acls, "transactionalId") for user, acls in _users().items()}
+    assert {user for user, grants in holders.items() if grants} == {"paystream-processor"}
+    assert holders["paystream-processor"] == {(PROCESSOR_APP_ID, "prefix"): {"Write", "Describe"}}
 
 
 def test_fetcher_owns_the_cursor_topic_and_nobody_else_touches_it() -> None:
@@ -131,5 +145,5 @@ def test_consumer_groups_are_the_ones_the_code_uses() -> None:
     }
 
 
-def test_processor_acls_use_the_faust_application_id() -> None:
+def test_processor_acls_use_the_processor_application_id() -> None:
     assert ProcessorSettings().app_id == PROCESSOR_APP_ID
