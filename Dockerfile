@@ -23,12 +23,11 @@ COPY ingest ./ingest
 COPY processors ./processors
 COPY schemas ./schemas
 # A regular (non-editable) install: the runtime stage needs only the virtualenv, not /src.
-# The rocksdb extra brings rocksdict, the processors' table store in production.
-RUN pip install ".[rocksdb]"
+RUN pip install .
 
 # --- runtime: the virtualenv, tini and an unprivileged user ---------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
-# tini is PID 1: it forwards SIGTERM to paystream (graceful shutdown: faust commits, ingest drains) and
+# tini is PID 1: it forwards SIGTERM to paystream (graceful shutdown: the processor commits, ingest drains) and
 # reaps zombies.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from paystream.config import AccountConfig, ProcessorSettings, load_settings, resolve_secret
+from paystream.config import AccountConfig, ProcessorSettings, TopicSettings, load_settings, resolve_secret
 from paystream.errors import ConfigurationError
 
 
@@ -66,10 +66,18 @@ def test_an_unset_secret_variable_names_the_variable() -> None:
         resolve_secret("env:NOT_SET_ANYWHERE", {})
 
 
-def test_the_processor_store_defaults_to_the_key_partitioned_rocksdb_store() -> None:
-    assert ProcessorSettings().store == "paystream-rocksdb://"
+def test_the_processor_is_exactly_once_by_default_with_a_short_commit_interval() -> None:
+    conf = ProcessorSettings()
+    assert (conf.processing_guarantee, conf.commit_interval_s) == ("exactly-once", 0.1)
+    assert conf.inputs_topic() == "paystream-processor-payment-inputs"
 
 
-def test_fausts_stock_rocksdb_store_is_refused_with_the_reason() -> None:
-    with pytest.raises(ValidationError, match="stale state"):
-        ProcessorSettings(store="rocksdb://")
+def test_an_unknown_processing_guarantee_is_refused() -> None:
+    with pytest.raises(ValidationError, match="exactly-once"):
+        ProcessorSettings(processing_guarantee="at-most-once")  # type: ignore[arg-type]
+
+
+def test_the_state_topic_is_compacted_and_kept_forever() -> None:
+    topics = TopicSettings()
+    assert (topics.cleanup_policy(topics.state), topics.retention_ms(topics.state)) == ("compact", -1)
+    assert {topics.cleanup_policy(name) for name in topics.all_names() if name != topics.state} == {"delete"}
