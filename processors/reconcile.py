@@ -97,7 +97,7 @@ class Reconciler:
         # only adds evidence): it restarts the stale-poll chain.
         news = len(step.state.retained) > (len(prev.retained) if prev is not None else 0)
         if news:
-            self._rearm(result, item, since=obs.observed_at.timestamp(), done=0, now=now)
+            self._restart(result, item, since=obs.observed_at.timestamp(), now=now)
         return result
 
     def _fetch(self, record: PaymentRecord, item: FetchInput, now: datetime) -> Reconciled:
@@ -122,6 +122,18 @@ class Reconciler:
         return result
 
     # --- helpers ------------------------------------------------------------------------------------
+    def _restart(self, result: Reconciled, item: PaymentInput, *, since: float, now: datetime) -> None:
+        """News at ``since``: the chain starts again from it. When the poll already armed is still to come and
+        due no later than the restarted chain's first poll (news while the payment settles, seconds apart),
+        that poll stands for the first one: no new request, and the chain continues from the news."""
+        chain = result.record.chain
+        if chain is not None and awaits_news(result.record.state, _identity(item)[3]):
+            armed_due = chain.since + self.schedule.offset_of(chain.poll)
+            if now.timestamp() <= armed_due <= since + self.schedule.offset_of(1):
+                result.record = replace(result.record, chain=PollChain(since, 1, chain.request_id))
+                return
+        self._rearm(result, item, since=since, done=0, now=now)
+
     def _rearm(self, result: Reconciled, item: PaymentInput, *, since: float, done: int, now: datetime) -> None:
         """Arm the next stale poll, or end the chain when the payment no longer waits for news."""
         record = result.record

@@ -4,7 +4,9 @@ The stream engine has no timers, so a payment that awaits news carries its next 
 with a ``not_before`` in the future; the fetcher holds such requests durably until they are due
 (``ingest/fetch``), and every fetch result moves the chain on:
 
-* news (a new observation content) restarts the chain: poll 1 is due ``gaps[0]`` after the news;
+* news (a new observation content) restarts the chain: poll 1 is due ``gaps[0]`` after the news — unless
+  the poll already armed comes no later than that, in which case it stands for poll 1 (a payment moving
+  through several statuses within seconds keeps one pending poll instead of one per status);
 * the armed poll's result, whatever its outcome, arms the next one: poll ``n`` is due at the ``n``-th offset
   of the schedule after the last news (default gaps 1 m, 5 m, 15 m, 1 h, 6 h, 24 h, then daily), never
   earlier than now; polls missed while nothing ran are not back-filled: the chain continues with the latest

@@ -31,11 +31,14 @@ def reconciler(pollable: tuple[str, ...] = ("stripe",)) -> Reconciler:
 
 
 def obs(status: PaymentStatus | None, evidence: str, minute: int, source: Source = Source.PUSH,
-        provider: str = "stripe", **extra: Any) -> Observation:
+        provider: str = "stripe", observed_offset: int | None = None, **extra: Any) -> Observation:
+    """Provider time ``minute`` minutes after T0, received 5 s later (or ``observed_offset`` s after T0)."""
+    observed = T0 + (timedelta(minutes=minute, seconds=5) if observed_offset is None
+                     else timedelta(seconds=observed_offset))
     return Observation(provider=provider, account="acct", object_type="payment_intent", object_id="pi_1",
                        kind=ObjectKind.PAYMENT, status=status, provider_status=str(status), source=source,
-                       evidence_id=evidence, occurred_at=T0 + timedelta(minutes=minute),
-                       observed_at=T0 + timedelta(minutes=minute, seconds=5), **extra)
+                       evidence_id=evidence, occurred_at=T0 + timedelta(minutes=minute, seconds=1),
+                       observed_at=observed, **extra)
 
 
 def pushed(status: PaymentStatus | None, evidence: str, minute: int, **extra: Any) -> ObservationInput:
@@ -195,13 +198,36 @@ def test_results_of_other_fetches_leave_the_chain_alone() -> None:
     assert (other.changed, other.fetch_requests) == (False, [])
 
 
-def test_news_restarts_the_chain_and_an_outcome_ends_it() -> None:
+def test_news_soon_after_keeps_the_armed_poll_as_the_first_of_the_restarted_chain() -> None:
+    rec = reconciler()
+    first = rec(None, pushed(PaymentStatus.PENDING, "e1", 0), T0 + timedelta(seconds=5))
+    armed = first.record.chain
+    assert armed is not None
+    # Authorized 20 s later: the armed poll (due 65 s after T0) comes before the restarted chain's first poll
+    # would (85 s), so it stands for it and no second request is emitted.
+    authorized = rec(first.record, ObservationInput(obs(PaymentStatus.AUTHORIZED, "e2", 0, observed_offset=20),
+                                                    "e2#0"), T0 + timedelta(seconds=20))
+    assert stale_requests(authorized) == []
+    news = T0 + timedelta(seconds=20)
+    assert authorized.record.chain == PollChain(news.timestamp(), 1, armed.request_id)
+    # Its result arms poll 2 of the restarted chain.
+    after = rec(authorized.record, polled(armed.request_id, 1), T0 + timedelta(seconds=70))
+    (second,) = stale_requests(after)
+    assert (second.attempt, from_rfc3339(second.not_before)) == (2, news + timedelta(seconds=360))
+
+
+def test_news_after_the_first_gap_restarts_the_chain_and_an_outcome_ends_it() -> None:
     rec = reconciler()
     first = rec(None, pushed(PaymentStatus.PENDING, "e1", 0), T0)
-    authorized = rec(first.record, pushed(PaymentStatus.AUTHORIZED, "e2", 3), T0)
+    chain = first.record.chain
+    assert chain is not None
+    late = T0 + timedelta(hours=2)  # poll 1 came back late: the poll it arms is due at once, before the news
+    after_two = rec(first.record, polled(chain.request_id, 1), late)
+    authorized = rec(after_two.record, pushed(PaymentStatus.AUTHORIZED, "e2", 119), late)
     (restart,) = stale_requests(authorized)
-    assert restart.attempt == 1 and restart.request_id != first.record.chain.request_id  # type: ignore[union-attr]
-    captured = rec(authorized.record, pushed(PaymentStatus.CAPTURED, "e3", 4), T0)
+    assert restart.attempt == 1 and authorized.record.chain is not None
+    assert authorized.record.chain.request_id == restart.request_id
+    captured = rec(authorized.record, pushed(PaymentStatus.CAPTURED, "e3", 121), late)
     assert stale_requests(captured) == [] and captured.record.chain is None
 
 
