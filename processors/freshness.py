@@ -5,26 +5,24 @@ must move while nothing happens — the age of the oldest payment still waiting 
 had no status change for longer than the freshness SLO — are computed from the compacted current-state topic
 instead: it holds the latest event of every payment, so reading it from the beginning (a bounded read, one
 record per payment after compaction) and then following it gives an exact index of the payments awaiting
-news, after any restart. The worker runs this in its background thread (``ProcessorSettings.freshness_gauges``).
+news, after any restart. The worker runs this in a thread of its own (``ProcessorSettings.freshness_gauges``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from paystream.config import PROVIDERS, Settings
-from paystream.kafka import make_consumer
 from paystream.logs import get_logger
 from paystream.metrics import OLDEST_NON_TERMINAL_AGE, STALE_PAYMENTS
+from processors.kafka_client import connection_config
 from processors.reconcile import AWAITING_NEWS
 from schemas.event import FIRST_SEEN_HEADER, parse_time
 
@@ -79,35 +77,35 @@ def export(index: FreshnessIndex, slo_s: float, now_s: float | None = None) -> N
         STALE_PAYMENTS.labels(provider).set(late[provider])
 
 
-async def follow_state_topic(settings: Settings, stop: asyncio.Event, index: FreshnessIndex | None = None) -> None:
+def follow_state_topic(settings: Settings, stop: threading.Event, index: FreshnessIndex | None = None) -> None:
     """Read the current-state topic from the beginning and follow it until ``stop``; refresh the gauges
-    every few seconds. Broker outages are waited out (the gauges keep their last values)."""
+    every few seconds. Blocking (run it in a thread). librdkafka reconnects by itself through broker
+    outages (the gauges keep their last values meanwhile) and parses records in C, so following a busy
+    topic costs the worker's Python thread little."""
     index = index or FreshnessIndex()
     slo_s = settings.processor.freshness_slo_s
     topic = settings.topics.state
-    while not stop.is_set():
-        consumer = make_consumer(settings, group_id=None, client_suffix="processor-freshness")
-        try:
-            await consumer.start()
-            partitions = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            last_export = 0.0
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
-                for records in batches.values():
-                    for record in records:
-                        index.update(record.key or b"", record.value, record.headers or ())
-                if time.monotonic() - last_export >= REFRESH_S:
-                    export(index, slo_s)
-                    last_export = time.monotonic()
-        except (KafkaError, OSError) as exc:
-            log.warning("freshness_follow_failed", error=repr(exc)[:300])
-            await _sleep_unless(stop, 5.0)
-        finally:
-            await consumer.stop()
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+    connection = connection_config(settings.kafka, client_id=f"{settings.kafka.client_id}-processor-freshness")
+    consumer = Consumer({
+        **connection.as_librdkafka_dict(),
+        # Partitions are assigned, never subscribed, and no offset is committed: the group id is only a
+        # name librdkafka requires; the group is never joined.
+        "group.id": f"{settings.processor.app_id}-freshness",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    })
+    try:
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)
+                         for partition in range(settings.topics.partitions)])
+        last_export = 0.0
+        while not stop.is_set():
+            for message in consumer.consume(num_messages=1000, timeout=1.0):
+                if message.error() is not None:
+                    log.warning("freshness_follow_error", error=str(message.error())[:300])
+                    continue
+                index.update(message.key() or b"", message.value(), message.headers() or ())
+            if time.monotonic() - last_export >= REFRESH_S:
+                export(index, slo_s)
+                last_export = time.monotonic()
+    finally:
+        consumer.close()

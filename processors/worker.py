@@ -1,15 +1,16 @@
 """``paystream process``: run the processor until SIGTERM / SIGINT, then stop gracefully.
 
-Two threads:
+Three threads:
 
 * the **engine** (main thread): the Quix Streams application (:mod:`processors.topology`), which owns the
   signal handlers — on SIGTERM it finishes the record in hand, commits its checkpoint (the transaction under
   exactly-once) and leaves the consumer group;
 * the **operations** thread: an asyncio loop serving ``/healthz``, ``/readyz`` (:mod:`processors.readiness`)
-  and ``/metrics`` on ``Settings.metrics_port``, and following the current-state topic for the freshness
-  gauges (:mod:`processors.freshness`). It starts before the topics are ensured, so a worker waiting for an
-  unreachable broker is alive (just not ready), and stops after the engine, so probes answer during a
-  graceful shutdown too.
+  and ``/metrics`` on ``Settings.metrics_port``. It starts before the topics are ensured, so a worker waiting
+  for an unreachable broker is alive (just not ready), and stops after the engine, so probes answer during a
+  graceful shutdown too;
+* the **freshness** thread: follows the current-state topic for the freshness gauges
+  (:mod:`processors.freshness`; ``ProcessorSettings.freshness_gauges``).
 """
 
 from __future__ import annotations
@@ -68,15 +69,31 @@ class OperationsThread(threading.Thread):
         self._quit = asyncio.Event()
         async with probe_server(self.settings, self.readiness):
             self.started_serving.set()
-            if self.settings.processor.freshness_gauges:
-                await follow_state_topic(self.settings, self._quit)
-            else:
-                await self._quit.wait()
+            await self._quit.wait()
 
     def stop(self) -> None:
         if self._loop is not None and self._quit is not None:
             with contextlib.suppress(RuntimeError):  # the loop already ended
                 self._loop.call_soon_threadsafe(self._quit.set)
+        self.join(OPERATIONS_STOP_TIMEOUT_S)
+
+
+class FreshnessThread(threading.Thread):
+    """Follows payments.state.v1 for the freshness gauges (:mod:`processors.freshness`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="processor-freshness", daemon=True)
+        self.settings = settings
+        self.quit = threading.Event()
+
+    def run(self) -> None:
+        try:
+            follow_state_topic(self.settings, self.quit)
+        except Exception:  # the gauges stop moving; processing goes on (and the alert on them says so)
+            log.exception("freshness_follow_failed")
+
+    def stop(self) -> None:
+        self.quit.set()
         self.join(OPERATIONS_STOP_TIMEOUT_S)
 
 
@@ -88,10 +105,14 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
     operations = OperationsThread(settings, readiness)
     operations.start()
     operations.started_serving.wait(OPERATIONS_STOP_TIMEOUT_S)
+    freshness: FreshnessThread | None = None
     try:
         # The processor reads and writes the public topics: make sure they exist before subscribing.
         asyncio.run(ensure_topics_until_created(settings))
         app = build_application(settings, conf, readiness)
+        if conf.freshness_gauges:
+            freshness = FreshnessThread(settings)
+            freshness.start()
         log.info("processor_starting", app_id=conf.app_id, bootstrap=settings.kafka.bootstrap,
                  guarantee=conf.processing_guarantee, commit_interval_s=conf.commit_interval_s,
                  metrics_port=settings.metrics_port)
@@ -99,6 +120,8 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
         log.info("processor_stopped", app_id=conf.app_id)
     finally:
         readiness.stopping = True
+        if freshness is not None:
+            freshness.stop()
         operations.stop()
 
 
