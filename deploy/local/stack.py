@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,8 +242,34 @@ LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def start_kafka(bootstrap: str, fresh: bool, state: Path = STATE) -> Service:
-    """Start (or find running) a single-node broker whose files live in ``state``."""
+# Ids Kafka reserves (org.apache.kafka.common.Uuid: ZERO_UUID and METADATA_TOPIC_ID / ONE_UUID).
+RESERVED_CLUSTER_IDS = frozenset({"AAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAQ"})
+
+
+def new_cluster_id(random_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A cluster id as ``kafka-storage random-uuid`` makes one: a random UUID in unpadded base64url
+    (22 characters).
+
+    Like Kafka's own ``Uuid.randomUuid()``, draw again when the id would start with ``-`` (about 1 id in
+    64): a command line reads such an id as an option (``StorageTool format -t -…`` stopped with
+    "expected one argument", failing a start at random), and Kafka's tools never make one. The reserved
+    ids are drawn again too.
+    """
+    while True:
+        candidate = base64.urlsafe_b64encode(random_uuid().bytes).decode("ascii").rstrip("=")
+        if not candidate.startswith("-") and candidate not in RESERVED_CLUSTER_IDS:
+            return candidate
+
+
+def format_command(jvm: list[str], cluster_id: str, props: Path) -> list[str]:
+    """``StorageTool format`` for ``cluster_id``; ``--cluster-id=<id>`` in one argument, so even an id
+    starting with ``-`` (one made elsewhere) is read as the option's value."""
+    return [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)]
+
+
+def start_kafka(bootstrap: str, fresh: bool, state: Path = STATE, cluster_id: str | None = None) -> Service:
+    """Start (or find running) a single-node broker whose files live in ``state``; storage not formatted
+    yet is formatted with ``cluster_id`` (a new one by default)."""
     service = Service("kafka", state)
     host, port = _host_port(bootstrap)
     if service.pid() is not None:
@@ -268,10 +295,8 @@ def start_kafka(bootstrap: str, fresh: bool, state: Path = STATE) -> Service:
     jvm = [java, *KAFKA_HEAP.split(), "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
            f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
     if not (data_dir / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-            capture_output=True, text=True, check=False,
+            format_command(jvm, cluster_id or new_cluster_id(), props), capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")

@@ -1,8 +1,9 @@
-"""Build one :class:`ProviderLane` per configured provider account (client, bucket, circuit, cap)."""
+"""Build one :class:`ProviderLane` per configured provider account (client, circuit), and one
+:class:`ProviderGate` per provider that every account of it is registered with (token bucket, share of the
+in-flight cap)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ import aiohttp
 from ingest.fetch.http import ObjectClient, new_session
 from ingest.fetch.lane import ProviderLane
 from ingest.fetch.options import FetchOptions
-from ingest.fetch.ratelimit import TokenBucket
+from ingest.fetch.ratelimit import ProviderGate, TokenBucket
 from ingest.providers.amazon_pay.client import AmazonPayClient
 from ingest.providers.amazon_pay.signing import AmazonPaySigner, load_private_key
 from ingest.providers.mollie.client import MollieClient
@@ -28,17 +29,19 @@ PULL_PROVIDERS = ("amazon_pay", "stripe", "mollie")
 class Lanes:
     by_account: dict[tuple[str, str], ProviderLane] = field(default_factory=dict)
     stripe: dict[str, StripeClient] = field(default_factory=dict)  # account -> client, for the sweeps
-    semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    gates: dict[str, ProviderGate] = field(default_factory=dict)
     options: FetchOptions = field(default_factory=FetchOptions)
 
-    def semaphore(self, provider: str) -> asyncio.Semaphore:
-        return self.semaphores.setdefault(provider, asyncio.Semaphore(self.options.in_flight_per_provider))
+    def gate(self, provider: str) -> ProviderGate:
+        gate = self.gates.get(provider)
+        if gate is None:
+            gate = self.gates[provider] = ProviderGate(provider, self.options.in_flight_per_provider)
+        return gate
 
     def unsupported(self, provider: str, account: str) -> ProviderLane:
-        """For requests naming an account (or provider) the fetcher cannot call: answered "unsupported"."""
-        return ProviderLane(
-            provider, account, None, options=self.options, bucket=None, in_flight=self.semaphore(provider)
-        )
+        """For requests naming an account (or provider) the fetcher cannot call: answered "unsupported"
+        without a call (so it takes no share of the provider's gate)."""
+        return ProviderLane(provider, account, None, options=self.options, gate=self.gate(provider))
 
     async def close(self) -> None:
         for lane in self.by_account.values():
@@ -89,9 +92,10 @@ def build_lanes(settings: Settings, options: FetchOptions) -> Lanes:
                 bucket = TokenBucket(
                     config.fetch_rate_per_s / replicas, max(1, math.ceil(config.fetch_burst / replicas))
                 )
-            lanes.by_account[(provider, account)] = ProviderLane(
-                provider, account, client, options=options, bucket=bucket, in_flight=lanes.semaphore(provider)
-            )
+            gate = lanes.gate(provider)
+            if client is not None:  # an account that makes no calls takes no share of the in-flight cap
+                gate.register(account, bucket)
+            lanes.by_account[(provider, account)] = ProviderLane(provider, account, client, options=options, gate=gate)
             if isinstance(client, StripeClient):
                 lanes.stripe[account] = client
     return lanes

@@ -1,9 +1,9 @@
-"""One provider account as the fetcher sees it: its client, token bucket, circuit breaker and in-flight
-cap, and what each kind of answer means (publish a result, or try again later)."""
+"""One provider account as the fetcher sees it: its client, circuit breaker and place at its provider's
+gate (token bucket, share of the in-flight cap), and what each kind of answer means (publish a result, or
+try again later)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
 import time
@@ -15,11 +15,12 @@ from ingest.fetch.backoff import full_jitter_delay
 from ingest.fetch.circuit import CircuitBreaker, CircuitState
 from ingest.fetch.http import ObjectClient, ProviderReply, ProviderUnreachable
 from ingest.fetch.options import FetchOptions
-from ingest.fetch.ratelimit import TokenBucket
+from ingest.fetch.ratelimit import ProviderGate
 from paystream.logs import get_logger
 from paystream.metrics import (
     CIRCUIT_STATE,
     FETCH_SECONDS,
+    FETCH_SLOT_WAIT_SECONDS,
     FETCHES,
     FETCHES_IN_FLIGHT,
     RATE_LIMIT_WAIT_SECONDS,
@@ -31,6 +32,8 @@ log = get_logger(__name__)
 
 # Outcomes worth another attempt; everything else is final and published as it is.
 RETRYABLE: frozenset[FetchOutcome] = frozenset({"server_error", "timeout", "rate_limited"})
+# Outcomes that say the provider is unwell (they count towards opening the circuit).
+CIRCUIT_FAILURES: frozenset[FetchOutcome] = frozenset({"server_error", "timeout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,10 @@ def classify(status: int) -> FetchOutcome:
         return "not_found"
     if status == 429:
         return "rate_limited"
+    if status == 408:
+        # Request Timeout: the provider gave up waiting (overloaded, or a slow network on the way), which
+        # says nothing against the request itself: retried with backoff like a 5xx, not a final client error.
+        return "timeout"
     if status >= 500:
         return "server_error"
     return "client_error"
@@ -78,8 +85,7 @@ class ProviderLane:
         client: ObjectClient | None,
         *,
         options: FetchOptions,
-        bucket: TokenBucket | None,
-        in_flight: asyncio.Semaphore,
+        gate: ProviderGate,
         circuit: CircuitBreaker | None = None,
         uniform: Callable[[], float] | None = None,
     ) -> None:
@@ -87,48 +93,67 @@ class ProviderLane:
         self.account = account
         self.client = client
         self.options = options
-        self.bucket = bucket
-        self.in_flight = in_flight
-        self.circuit = circuit or CircuitBreaker(options.circuit_failure_threshold, options.circuit_reset_s)
+        self.gate = gate
+        self.circuit = circuit or CircuitBreaker(
+            options.circuit_failure_threshold, options.circuit_reset_s, first_reset_s=options.circuit_first_reset_s
+        )
         self._uniform = uniform or random.random
 
     # --- the guarded call, shared by object fetches and sweeps ---------------------------------------
     async def call(self, send: Callable[[], Awaitable[ProviderReply]]) -> CallOutcome:
         if not self.circuit.try_acquire():
-            FETCHES.labels(self.provider, "circuit_open").inc()
-            return CallOutcome("circuit_open", wait_s=self.circuit.seconds_until_probe())
+            return self._circuit_open()
         try:
-            if self.bucket is not None:
-                RATE_LIMIT_WAIT_SECONDS.labels(self.provider).observe(await self.bucket.acquire())
-            async with self.in_flight:
-                FETCHES_IN_FLIGHT.labels(self.provider).inc()
-                started = time.perf_counter()
-                try:
-                    reply = await send()
-                finally:
-                    FETCH_SECONDS.labels(self.provider).observe(time.perf_counter() - started)
-                    FETCHES_IN_FLIGHT.labels(self.provider).dec()
+            grant = await self.gate.acquire(self.account)
+        except BaseException:
+            self.circuit.record_neutral()  # cancelled while waiting: the probe slot is free again
+            raise
+        RATE_LIMIT_WAIT_SECONDS.labels(self.provider).observe(grant.token_wait_s)
+        FETCH_SLOT_WAIT_SECONDS.labels(self.provider).observe(grant.slot_wait_s)
+        if self.circuit.state is CircuitState.OPEN:
+            # It opened while this call waited for the gate: the call does not go out after all.
+            self.gate.refund(self.account)
+            return self._circuit_open()
+        try:
+            reply = await self._send(send)
         except ProviderUnreachable as exc:
             log.warning("fetch_unreachable", provider=self.provider, account=self.account, error=str(exc))
+            self.gate.release(self.account)
             self._record(failure=True)
             FETCHES.labels(self.provider, "timeout").inc()
             return CallOutcome("timeout")
         except BaseException:
-            self.circuit.record_neutral()  # cancelled while waiting: the probe slot is free again
+            self.gate.release(self.account)
+            self.circuit.record_neutral()
             raise
         outcome = classify(reply.status)
         FETCHES.labels(self.provider, outcome).inc()
         if outcome == "rate_limited":
+            # Paused before the slot is given back, so no other call of the account slips out meanwhile.
             RATE_LIMITED_RESPONSES.labels(self.provider).inc()
-            self.circuit.record_neutral()
             wait_s = reply.retry_after_s
-            if self.bucket is not None:
-                self.bucket.pause(wait_s if wait_s is not None else self.options.backoff_base_s)
+            self.gate.pause(self.account, wait_s if wait_s is not None else self.options.backoff_base_s)
+            self.gate.release(self.account)
+            self.circuit.record_neutral()
             return CallOutcome(outcome, reply, wait_s=wait_s)
-        self._record(failure=outcome == "server_error")
+        self.gate.release(self.account)
+        self._record(failure=outcome in CIRCUIT_FAILURES)
         if outcome == "client_error":
             log.error("fetch_client_error", provider=self.provider, account=self.account, status=reply.status)
         return CallOutcome(outcome, reply)
+
+    async def _send(self, send: Callable[[], Awaitable[ProviderReply]]) -> ProviderReply:
+        FETCHES_IN_FLIGHT.labels(self.provider).inc()
+        started = time.perf_counter()
+        try:
+            return await send()
+        finally:
+            FETCH_SECONDS.labels(self.provider).observe(time.perf_counter() - started)
+            FETCHES_IN_FLIGHT.labels(self.provider).dec()
+
+    def _circuit_open(self) -> CallOutcome:
+        FETCHES.labels(self.provider, "circuit_open").inc()
+        return CallOutcome("circuit_open", wait_s=self.circuit.seconds_until_probe())
 
     def _record(self, *, failure: bool) -> None:
         before = self.circuit.state
@@ -136,8 +161,23 @@ class ProviderLane:
             self.circuit.record_failure()
         else:
             self.circuit.record_success()
-        if self.circuit.state is not before:
-            log.warning("circuit_state", provider=self.provider, account=self.account, state=self.circuit.state.name)
+        after = self.circuit.state
+        if after is not before and after is CircuitState.CLOSED and self.circuit.last_outage is not None:
+            outage = self.circuit.last_outage
+            log.warning(
+                "circuit_closed",
+                provider=self.provider,
+                account=self.account,
+                recovered_after_s=round(outage.open_s, 3),
+                failed_probes=outage.failed_probes,
+            )
+        elif after is not before and after is CircuitState.OPEN:
+            log.warning(
+                "circuit_open",
+                provider=self.provider,
+                account=self.account,
+                probe_in_s=round(self.circuit.seconds_until_probe(), 3),
+            )
         CIRCUIT_STATE.labels(self.provider, self.account).set(int(self.circuit.state))
 
     # --- object fetches ----------------------------------------------------------------------------

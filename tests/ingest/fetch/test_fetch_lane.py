@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -9,8 +10,9 @@ import orjson
 import pytest
 from provider_double.server import Answer, ProviderDouble
 
+from ingest.fetch.circuit import CircuitState
 from ingest.fetch.clients import Lanes, build_lanes
-from ingest.fetch.lane import ProviderLane
+from ingest.fetch.lane import ProviderLane, classify
 from ingest.fetch.options import FetchOptions
 from paystream.config import Settings
 from paystream.metrics import registry
@@ -165,3 +167,55 @@ async def test_stripe_lane_fetches_a_payment_intent(double: ProviderDouble, lane
     decision = await lanes.by_account[("stripe", "main")].execute(request("stripe", "payment_intent", "pi_1"))
     assert decision.result is not None and decision.result.outcome == "ok"
     assert orjson.loads(decision.result.body)["status"] == "succeeded"
+
+
+def test_408_is_a_timeout_not_a_client_error() -> None:
+    assert classify(408) == "timeout"
+    assert classify(400) == "client_error"
+    assert classify(504) == "server_error"
+
+
+async def test_408_is_retried_later_with_backoff_like_a_server_error(double: ProviderDouble, lanes: Lanes) -> None:
+    double.script("mollie", Answer(status=408))
+    started = datetime.now(UTC)
+    decision = await mollie(lanes).execute(request(attempt=2))
+    assert decision.retry is not None
+    assert decision.retry.attempt == 3
+    delay = (from_rfc3339(decision.retry.not_before) - started).total_seconds()
+    assert 1.99 <= delay <= 2.5  # the same full-jitter backoff as a 5xx (attempt 2, jitter 0.5)
+    assert fetches("mollie", "timeout") >= 1
+
+
+async def test_408_on_the_last_attempt_is_published_as_a_timeout(double: ProviderDouble, lanes: Lanes) -> None:
+    double.script("mollie", Answer(status=408))
+    decision = await mollie(lanes).execute(request(attempt=OPTIONS.max_attempts))
+    assert decision.result is not None
+    assert decision.result.outcome == "timeout"
+    assert decision.result.http_status == 408
+
+
+async def test_repeated_408s_open_the_circuit(double: ProviderDouble, lanes: Lanes) -> None:
+    double.script("mollie", Answer(status=408), Answer(status=408))
+    lane = mollie(lanes)
+    await lane.execute(request())
+    await lane.execute(request())
+    assert lane.circuit.state is CircuitState.OPEN
+
+
+async def test_a_call_that_waited_while_the_circuit_opened_does_not_go_out(
+    double: ProviderDouble, lanes: Lanes
+) -> None:
+    double.set_object("mollie", "payment", "tr_1", {"id": "tr_1"})
+    lane = mollie(lanes)
+    gate = lane.gate
+    held = [await gate.acquire("main") for _ in range(gate.limit())]  # every slot of the account is busy
+    waiting = asyncio.create_task(lane.execute(request()))
+    await asyncio.sleep(0.05)
+    for _ in range(OPTIONS.circuit_failure_threshold):  # meanwhile the calls under way fail
+        lane.circuit.record_failure()
+    for _ in held:
+        gate.release("main")
+    decision = await waiting
+    assert decision.retry is not None and decision.retry.attempt == 1  # waits for the circuit
+    assert double.count("mollie") == 0
+    assert gate.in_flight() == 0
