@@ -68,10 +68,15 @@ def summary(results: dict[str, Any]) -> str:
     proc = results.get("processors", {})
     if "processor" in proc:
         p = proc["processor"]
-        rows.append(("processor reconciled observations, 1 worker", f"{p['per_s']:,.0f}/s",
+        rows.append(("processor reconciled observations, 1 worker, exactly-once", f"{p['per_s']:,.0f}/s",
                      f"ratio {proc['ratio']:.2f} to aiokafka loop ({proc['baseline']['per_s']:,.0f}/s; "
                      f"{'meets' if proc['ratio'] >= proc['goal'] else 'below'} goal {proc['goal']}); "
                      f"cpu ratio {proc.get('cpu_ratio', float('nan')):.2f}"))
+        if "processor_at_least_once" in proc:
+            alo = proc["processor_at_least_once"]
+            rows.append(("processor, at-least-once (a setting)", f"{alo['per_s']:,.0f}/s",
+                         f"ratio {alo['ratio']:.2f}; cpu ratio {alo.get('cpu_ratio', float('nan')):.2f}; "
+                         f"check {'ok' if alo['check']['ok'] and alo['complete'] else 'FAILED'}"))
         check = p["check"]
         rows.append(("processor output check", "ok" if check["ok"] and p["complete"] else "FAILED",
                      f"{p['distinct_outputs']}/{proc['inputs']} events, {check['repeated_events']} repeated, "

@@ -40,7 +40,7 @@ class Run:
     def processor_settings(self, **overrides: Any) -> Any:
         from processors.settings import ProcessorSettings
 
-        # The production store (RocksDB via rocksdict) under this run's scratch directory.
+        # The production settings (RocksDB state under this run's scratch directory, exactly-once).
         return ProcessorSettings(**{"app_id": f"{self.tag}-processor", **overrides})
 
     def cleanup(self) -> None:
@@ -90,7 +90,7 @@ def quiet_client_logs() -> None:
 def start_processor(run: Run, conf: Any, name: str, *, profile: Path | None = None) -> subprocess.Popen[bytes]:
     """``paystream process`` as its own process (processors.worker.run_processor), output to a log file."""
     spec = run.scratch / f"{name}.json"
-    # Each worker its own state directory: faust keeps table files there by table name, not by app id.
+    # Each worker its own state directory (a crashed run's leftovers never meet the next one).
     settings = run.settings.model_copy(update={"state_dir": run.scratch / f"state-{name}"})
     spec.write_text(json.dumps({"settings": json.loads(settings.model_dump_json()),
                                 "processor": json.loads(conf.model_dump_json()),
@@ -109,7 +109,7 @@ def log_tail(run: Run, name: str, chars: int = 3000) -> str:
 
 
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
-    """Graceful stop (faust and uvicorn both drain on SIGTERM/SIGINT); killed if it takes too long."""
+    """Graceful stop (the processor and uvicorn both drain on SIGTERM/SIGINT); killed if it takes too long."""
     if process.poll() is None:
         process.send_signal(sig)
         try:

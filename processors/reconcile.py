@@ -9,7 +9,7 @@ in one transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -91,7 +91,8 @@ class Reconciler:
         step = advance(prev, obs, now)
         seen = record.seen if item.dedupe_id is None else remember(record.seen, item.dedupe_id, now_s,
                                                                    self.dedupe_ttl_s)
-        result = Reconciled(replace(record, state=step.state, seen=seen), changed=True, event=step.event)
+        result = Reconciled(PaymentRecord(record.first_seen, step.state, seen, record.chain), changed=True,
+                            event=step.event)
         self._count_observation(prev, item, step.state, step.duplicate, step.stale, step.event is not None, now)
         # News is a content the payment did not have yet (a redelivery, or a poll that sees the same thing,
         # only adds evidence): it restarts the stale-poll chain.
@@ -107,7 +108,8 @@ class Reconciler:
             child(DUPLICATES, request.provider).inc()
             return Reconciled(record)
         seen = remember(record.seen, item.dedupe_id, now_s, self.dedupe_ttl_s)
-        result = Reconciled(replace(record, seen=seen), changed=True, fetch_requests=[request])
+        result = Reconciled(PaymentRecord(record.first_seen, record.state, seen, record.chain), changed=True,
+                            fetch_requests=[request])
         child(FETCH_REQUESTS_EMITTED, request.provider, request.reason).inc()
         if record.chain is None:  # the payment now waits for what the fetch finds: poll again if it stays quiet
             self._rearm(result, item, since=now_s, done=0, now=now)
@@ -130,7 +132,9 @@ class Reconciler:
         if chain is not None and awaits_news(result.record.state, _identity(item)[3]):
             armed_due = chain.since + self.schedule.offset_of(chain.poll)
             if now.timestamp() <= armed_due <= since + self.schedule.offset_of(1):
-                result.record = replace(result.record, chain=PollChain(since, 1, chain.request_id))
+                record = result.record
+                result.record = PaymentRecord(record.first_seen, record.state, record.seen,
+                                              PollChain(since, 1, chain.request_id))
                 return
         self._rearm(result, item, since=since, done=0, now=now)
 
@@ -140,12 +144,12 @@ class Reconciler:
         state = record.state
         key, provider, account, object_type, object_id = _identity(item)
         if provider not in self.pollable or not awaits_news(state, object_type):
-            result.record = replace(record, chain=None)
+            result.record = PaymentRecord(record.first_seen, state, record.seen, None)
             return
         poll = next_poll(self.schedule, since=since, done=done, now=now)
         request = poll_request(key, provider, account, object_type, object_id, since=since, poll=poll,
                                schedule=self.schedule, now=now)
-        result.record = replace(record, chain=PollChain(since, poll, request.request_id))
+        result.record = PaymentRecord(record.first_seen, state, record.seen, PollChain(since, poll, request.request_id))
         result.fetch_requests.append(request)
         child(FETCH_REQUESTS_EMITTED, provider, "stale").inc()
 
@@ -158,7 +162,7 @@ class Reconciler:
             child(DUPLICATES, provider).inc()
         else:
             lag = (obs.observed_at - obs.occurred_at).total_seconds()
-            child(EVENT_TO_RECEIPT_LAG, provider, obs.source.value).observe(max(lag, 0.0))
+            child(EVENT_TO_RECEIPT_LAG, provider, obs.source).observe(max(lag, 0.0))
             if (obs.source is Source.POLL and prev is not None and prev.source is Source.PUSH
                     and obs.status is not None and obs.status != prev.status):
                 child(DISAGREEMENTS, provider).inc()
@@ -168,7 +172,7 @@ class Reconciler:
             child(STALE_IGNORED, provider).inc()
         if emitted:
             previous = state.previous_status
-            child(TRANSITIONS, provider, previous.value if previous else "none", state.status).inc()
+            child(TRANSITIONS, provider, previous or "none", state.status).inc()
             child(STATUS_EVENTS, provider, "agreement.status.changed" if state.kind is ObjectKind.AGREEMENT
                                  else "payment.status.changed").inc()
             child(RECEIPT_TO_EMIT, provider).observe(max((now - obs.observed_at).total_seconds(), 0.0))

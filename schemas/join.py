@@ -45,12 +45,16 @@ CAPTURE_STATUSES = frozenset({P.PARTIALLY_CAPTURED, P.CAPTURED})
 
 
 def _utc(moment: datetime, what: str) -> datetime:
+    if moment.tzinfo is UTC:
+        return moment
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise NormalizationError(f"{what} must be timezone-aware: {moment!r}", reason="naive_timestamp")
     return moment.astimezone(UTC)
 
 
 def _amounts(entries: Mapping[str, int], what: str) -> tuple[tuple[str, int], ...]:
+    if not entries:
+        return ()
     if any(value < 0 for value in entries.values()):
         raise NormalizationError(f"negative {what} amount: {dict(entries)!r}", reason="negative_amount")
     return tuple(sorted(entries.items()))
@@ -227,7 +231,15 @@ def _canonical_order(groups: Iterable[Retained]) -> tuple[Retained, ...]:
 
 def _join(base: PaymentState, groups: Iterable[Retained]) -> tuple[PaymentState, frozenset[Retained]]:
     """Fold collapsed groups into a state; also returns the groups ignored as stale."""
-    ordered = _canonical_order(groups)
+    fields_, ignored = _joined_fields(groups)
+    return replace(base, **fields_), ignored
+
+
+def _joined_fields(groups: Iterable[Retained], *, in_order: bool = False) -> tuple[dict[str, Any],
+                                                                                   frozenset[Retained]]:
+    """The state fields the fold of ``groups`` decides, and the groups ignored as stale. ``in_order``: the
+    caller knows ``groups`` are already in canonical order (skips the sort)."""
+    ordered = tuple(groups) if in_order else _canonical_order(groups)
     captures: dict[str, int] = {}
     refunds: dict[str, int] = {}
     facts: dict[str, Any] = {"amount": None, "currency": None, "order_ref": None}
@@ -235,9 +247,10 @@ def _join(base: PaymentState, groups: Iterable[Retained]) -> tuple[PaymentState,
     run_start = 0
     stale: set[int] = set()  # indexes into `ordered`
     for index, group in enumerate(ordered):
-        for target, entries in ((captures, group.captures), (refunds, group.refunds)):
-            for entry_id, value in entries:
-                target[entry_id] = max(value, target.get(entry_id, value))
+        for entry_id, value in group.captures:
+            captures[entry_id] = max(value, captures.get(entry_id, value))
+        for entry_id, value in group.refunds:
+            refunds[entry_id] = max(value, refunds.get(entry_id, value))
         if group.status is not None:
             if reported is not None and not TABLE.allows(reported, group.status, group.source):
                 stale.add(index)
@@ -255,11 +268,11 @@ def _join(base: PaymentState, groups: Iterable[Retained]) -> tuple[PaymentState,
     captured, refunded = sum(captures.values()), sum(refunds.values())
     fields_: dict[str, Any] = dict(facts, captured_amount=captured, refunded_amount=refunded,
                                    stale_count=len(stale), retained=ordered)
-    ignored = frozenset(ordered[index] for index in stale)
+    ignored = frozenset(ordered[index] for index in stale) if stale else frozenset()
     if reported is None:
-        return replace(base, **fields_), ignored
+        return fields_, ignored
     status = _derive(reported, facts["amount"], captured, refunded)
-    run = [g for i, g in enumerate(ordered) if i >= run_start and g.status == reported and i not in stale]
+    run = [g for i, g in enumerate(ordered[run_start:], run_start) if g.status == reported and i not in stale]
     deciding, support = run[0], run
     if status != reported:  # amounts refined the status: the newest of the supporting observations decided
         wants_refunds = status in REFUND_STATUSES
@@ -272,11 +285,12 @@ def _join(base: PaymentState, groups: Iterable[Retained]) -> tuple[PaymentState,
     fields_.update(status=status, reported_status=reported, provider_status=deciding.provider_status,
                    reason_code=deciding.reason_code, source=deciding.source,
                    occurred_at=deciding.occurred_at, observed_at=deciding.observed_at, evidence=evidence)
-    return replace(base, **fields_), ignored
+    return fields_, ignored
 
 
 def _check(base: PaymentState, obs: Observation) -> None:
-    if obs.payment_key != base.payment_key:
+    if (obs.object_id, obs.object_type, obs.account, obs.provider) != (
+            base.object_id, base.object_type, base.account, base.provider):
         raise ValueError(f"observation for {obs.payment_key} folded into {base.payment_key}")
     if obs.kind != base.kind or (obs.status is not None and kind_of(obs.status) != obs.kind):
         raise NormalizationError(
@@ -321,14 +335,26 @@ def _signature(state: PaymentState | None) -> tuple[object, ...]:
     return (state.status, state.amount, state.captured_amount, state.refunded_amount)
 
 
-def apply(state: PaymentState | None, obs: Observation) -> Outcome:
-    """Add one observation: equals :func:`fold` of the union, keeping ``sequence`` and ``previous_status``."""
+def _applied(state: PaymentState | None, obs: Observation) -> tuple[PaymentState, dict[str, Any], bool, bool]:
+    """(base state, the fields the join decides, duplicate, stale) for one more observation."""
     base = state or _base_for(obs)
     _check(base, obs)
     new_group = Retained.of(obs)
-    groups, duplicate = _collapse(base.retained, new_group)
-    new_state, stale = _join(base, groups)
+    retained = base.retained
+    groups, duplicate = _collapse(retained, new_group)
+    # The retained groups are in canonical order (the previous fold's output): a new group that sorts after
+    # the last one (the usual case: newer provider time) keeps them in order.
+    appended = len(groups) > len(retained)
+    in_order = appended and (not retained or new_group.short_order_key() > retained[-1].short_order_key())
+    fields_, stale = _joined_fields(groups, in_order=in_order)
     is_stale = any(group.content() == new_group.content() for group in stale)
+    return base, fields_, duplicate, is_stale
+
+
+def apply(state: PaymentState | None, obs: Observation) -> Outcome:
+    """Add one observation: equals :func:`fold` of the union, keeping ``sequence`` and ``previous_status``."""
+    base, fields_, duplicate, is_stale = _applied(state, obs)
+    new_state = replace(base, **fields_)
     return Outcome(new_state, duplicate, is_stale, _signature(new_state) != _signature(state))
 
 
@@ -345,7 +371,14 @@ def next_event(
 
 
 def advance(state: PaymentState | None, obs: Observation, emitted_at: datetime) -> Step:
-    """What the reconcile agent does per observation: join it, and build the event if one is due."""
-    outcome = apply(state, obs)
-    new_state, event = next_event(state, outcome.state, emitted_at)
-    return Step(new_state, event, outcome.duplicate, outcome.stale)
+    """What the reconcile stage does per observation: join it, and build the event if one is due.
+    The same as :func:`apply` then :func:`next_event`, with the new state built once (the per-record path)."""
+    base, fields_, duplicate, is_stale = _applied(state, obs)
+    status = fields_.get("status", base.status)
+    signature = (status, fields_["amount"], fields_["captured_amount"], fields_["refunded_amount"])
+    if status is None or signature == _signature(state):
+        return Step(replace(base, **fields_), None, duplicate, is_stale)
+    fields_["sequence"] = (state.sequence if state is not None else 0) + 1
+    fields_["previous_status"] = state.status if state is not None and state.sequence > 0 else None
+    emitted = replace(base, **fields_)
+    return Step(emitted, build_event(emitted, emitted_at), duplicate, is_stale)

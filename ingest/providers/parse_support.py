@@ -54,14 +54,19 @@ def load_object(body: bytes, what: str) -> dict[str, Any]:
 def field_of(obj: Mapping[str, Any], name: str, kind: type[T], what: str) -> T:
     """A required field of a given JSON type."""
     value = obj.get(name)
+    if type(value) is kind:  # JSON gives exact types: the common case, without the checks below
+        return value
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise NormalizationError(f"{what}: field {name!r} missing or not a {kind.__name__}", reason="malformed_body")
     return value
 
 
 def optional_field(obj: Mapping[str, Any], name: str, kind: type[T], what: str) -> T | None:
-    if obj.get(name) is None:
+    value = obj.get(name)
+    if value is None:
         return None
+    if type(value) is kind:
+        return value
     return field_of(obj, name, kind, what)
 
 
