@@ -2,7 +2,8 @@
 
 Requests of one partition finish in any order (different not-before times, different providers), so the
 committable offset of a partition is the lowest offset still in progress, or one past the highest seen
-when nothing is: a request is never committed before its result (or its retry) is acknowledged.
+when nothing is: a request is never committed before its result (or its retry) is acknowledged, nor a
+delayed request before the delayed store acknowledged it (ingest/fetch/delayed.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from ingest.fetch.engine import Job
 
 @dataclass(slots=True)
 class _PartitionProgress:
-    in_progress: dict[int, Job] = field(default_factory=dict)
+    # offset -> the engine job working on it (None: something else must finish first, e.g. a store write)
+    in_progress: dict[int, Job | None] = field(default_factory=dict)
     next_offset: int | None = None  # one past the highest offset seen
 
 
@@ -28,10 +30,19 @@ class OffsetTracker:
         self._committed: dict[Any, int] = {}
 
     def add(self, tp: TopicPartition, offset: int, job: Job | None = None) -> None:
-        progress = self._partitions.setdefault(tp, _PartitionProgress())
+        """Record ``offset`` as seen: in progress until :meth:`done` when ``job`` is given, else done."""
+        progress = self._seen(tp, offset)
         if job is not None:
             progress.in_progress[offset] = job
+
+    def pending(self, tp: TopicPartition, offset: int) -> None:
+        """Record ``offset`` as in progress without an engine job (done by whoever calls :meth:`done`)."""
+        self._seen(tp, offset).in_progress[offset] = None
+
+    def _seen(self, tp: TopicPartition, offset: int) -> _PartitionProgress:
+        progress = self._partitions.setdefault(tp, _PartitionProgress())
         progress.next_offset = max(progress.next_offset or 0, offset + 1)
+        return progress
 
     def done(self, tp: TopicPartition, offset: int) -> None:
         progress = self._partitions.get(tp)
@@ -59,4 +70,5 @@ class OffsetTracker:
             self._committed.pop(tp, None)
             if progress is not None:
                 for job in progress.in_progress.values():
-                    job.cancelled = True
+                    if job is not None:
+                        job.cancelled = True

@@ -5,6 +5,11 @@ the result on ``fetch.results`` (or re-publish the request for a retry on ``fetc
 acks=all → only then mark the request's offset done; a commit loop commits, per partition, up to the
 oldest request still in progress.
 
+A request due later than ``delayed_threshold_s`` takes a detour through the durable delayed store
+(ingest/fetch/delayed.py): its offset is done once the store acknowledged it, so a poll scheduled hours
+ahead neither holds back the commit of the requests behind it nor is lost by a restart. A partition is
+consumed only once its store partition is loaded (it stays paused meanwhile).
+
 Retries are re-published, not retried in place: a provider that fails for an hour then holds no offsets
 back (other providers' progress keeps being committed) and the pending retry survives a restart.
 """
@@ -24,6 +29,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from ingest.fetch.backoff import full_jitter_delay
 from ingest.fetch.clients import Lanes, build_lanes
 from ingest.fetch.cursors import CursorStore, cursor_topic_for
+from ingest.fetch.delayed import DelayedStore, due_at
 from ingest.fetch.engine import FetchEngine
 from ingest.fetch.lane import Decision
 from ingest.fetch.offsets import OffsetTracker
@@ -81,10 +87,18 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._fetcher = fetcher
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Store writes under way are acknowledged first, so their offsets are part of this last commit.
+        if self._fetcher.delayed is not None:
+            await self._fetcher.delayed.revoke(tp.partition for tp in revoked)
         await self._fetcher.commit(only=set(revoked))
         self._fetcher.tracker.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Nothing of these partitions is consumed before their delayed entries are loaded: a request read
+        # earlier could be overwritten in memory by an older value of its key still being loaded.
+        self._fetcher.consumer.pause(*assigned)
+        if self._fetcher.delayed is not None:
+            self._fetcher.delayed.assign(tp.partition for tp in assigned)
         log.info("fetch_partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
 
@@ -103,6 +117,7 @@ class _Fetcher:
         self.sink = KafkaDecisionSink(self.producer, settings, stop)
         self.lanes: Lanes | None = None
         self.engine: FetchEngine | None = None
+        self.delayed: DelayedStore | None = None
         self.cursors: CursorStore | None = None
         self.sweeps: list[StripeEventSweep] = []
         self.ready = ready or asyncio.Event()
@@ -125,6 +140,8 @@ class _Fetcher:
         await self.producer.start()
         background: list[asyncio.Task[None]] = []
         try:
+            self.delayed = DelayedStore(self.settings, self.options, self.producer, self.engine)
+            await self.delayed.start()
             self.consumer.subscribe([self.settings.topics.fetch_requests], listener=_Rebalance(self))
             await self.consumer.start()
             await self._start_sweeps()
@@ -138,6 +155,7 @@ class _Fetcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(sweeping), self.options.shutdown_grace_s)
             await self.engine.stop()
+            await self.delayed.drain(self.options.shutdown_grace_s)  # store writes and tombstones under way
             await self.commit()
         finally:
             for task in background:
@@ -145,6 +163,8 @@ class _Fetcher:
             await asyncio.gather(*background, return_exceptions=True)
             await self.engine.stop()  # no-op after a graceful stop; frees the workers after a crash
             await self.consumer.stop()
+            if self.delayed is not None:
+                await self.delayed.close()
             if self.cursors is not None:
                 await self.cursors.close()
             await self.producer.stop()
@@ -152,28 +172,45 @@ class _Fetcher:
             log.info("fetcher_stopped")
 
     async def _consume_loop(self) -> None:
-        assert self.engine is not None
-        paused = False
+        assert self.delayed is not None
         while not self.stop.is_set():
-            if not self.engine.room.is_set() and not paused:
-                self.consumer.pause(*self.consumer.assignment())
-                paused = True
-            elif self.engine.room.is_set() and paused:
-                self.consumer.resume(*self.consumer.assignment())
-                paused = False
+            self._pause_or_resume()
             batches = await self.consumer.getmany(timeout_ms=200, max_records=500)
             for tp, records in batches.items():
                 for record in records:
+                    if not self.delayed.ready(tp.partition):
+                        break  # revoked while this batch was handled: its next owner reads the rest
                     await self._accept(tp, record)
 
+    def _pause_or_resume(self) -> None:
+        """All partitions pause while the engine is full; a partition whose delayed store is still loading
+        stays paused anyway."""
+        assert self.engine is not None and self.delayed is not None
+        assignment = self.consumer.assignment()
+        if self.engine.room.is_set():
+            hold = {tp for tp in assignment if not self.delayed.ready(tp.partition)}
+        else:
+            hold = set(assignment)
+        paused = self.consumer.paused()
+        if hold - paused:
+            self.consumer.pause(*(hold - paused))
+        if (paused & assignment) - hold:
+            self.consumer.resume(*((paused & assignment) - hold))
+
     async def _accept(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        assert self.engine is not None
+        assert self.engine is not None and self.delayed is not None
         offset = record.offset
         try:
             request = FetchRequest.from_bytes(record.value or b"")
+            due_at(request)  # a not-before that is no time is malformed too
         except NormalizationError as exc:
             await self._dead_letter(tp, record, exc)
             self.tracker.add(tp, offset)
+            return
+        if self.delayed.wants(tp.partition, request):
+            # Done (committable) once the store acknowledged it, long before it is due.
+            self.tracker.pending(tp, offset)
+            await self.delayed.hold(tp.partition, offset, request, partial(self.tracker.done, tp, offset))
             return
         job = self.engine.submit(request)
         job.on_done = partial(self.tracker.done, tp, offset)

@@ -1,5 +1,7 @@
 """Thin Amazon Pay IPNs under steady load, each needing a fetch: the fetcher SIGKILLed and restarted, and
-the provider answering 429 and 500 in bursts. Nothing lost, the rate limit holds, fetches back off.
+the provider answering 429 and 500 in bursts. Nothing lost, the rate limit holds, fetches back off. And
+stale polls scheduled hours ahead in the fetcher's delayed store, through two SIGKILLs: none lost, the due
+ones fetched when due, once each.
 
 The provider double (in this process) records every call with its arrival time and answer; the fetcher
 runs in a subprocess (``rel_fetcher_process.py``) so it can be killed.
@@ -9,10 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from fault_harness import (
     AMAZON_KEY_ID,
     FETCH_BURST,
@@ -21,6 +30,7 @@ from fault_harness import (
     AmazonPayIpns,
     FetcherProcess,
     StatusFollower,
+    amazon_charge,
     closing_check,
     drive,
     fetch_settings,
@@ -28,12 +38,14 @@ from fault_harness import (
     warm_up,
     worker_alive,
 )
-from http_harness import Deliveries, HarnessPki
+from http_harness import SNS_ACCOUNT, Deliveries, HarnessPki
 from processor_harness import processor_settings, start_worker, wait_drained
 from provider_double.server import Answer, ProviderDouble
 from reliability_harness import TALLY, fresh_topic_settings
 
 from paystream.config import Settings
+from paystream.kafka import make_consumer, make_producer
+from schemas.envelopes import FetchRequest, FetchResult, from_rfc3339, to_rfc3339
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
 
@@ -136,3 +148,194 @@ async def test_provider_answering_429_and_500_in_bursts_loses_nothing_and_is_bac
     TALLY["provider 500 answers"] += failed
     closing_check(stats, follower.events, missing, faults="provider 429 burst (3 s) + 500 burst (3 s)",
                   injected=2)
+
+
+# --- the delayed store: polls scheduled hours ahead survive SIGKILL -------------------------------------
+
+DUE_IN_S = 60.0  # the "due" polls: long enough for two kills and restarts, each waiting for the session timeout
+HELD_FOR_S = 6 * 3600.0  # the "held" polls: hours ahead, so they can only be checked in the store
+
+
+def scheduled_poll(charge_id: str, due: datetime) -> FetchRequest:
+    now = datetime.now(UTC)
+    return FetchRequest(
+        payment_key=f"amazon_pay:{SNS_ACCOUNT}:charge:{charge_id}", provider="amazon_pay", account=SNS_ACCOUNT,
+        object_type="charge", object_id=charge_id, reason="stale", not_before=to_rfc3339(due),
+        requested_at=to_rfc3339(now), request_id=f"{charge_id}:stale:1",
+    )
+
+
+async def publish_requests(settings: Settings, requests: list[FetchRequest]) -> None:
+    producer = make_producer(settings, client_suffix="test")
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.topics.fetch_requests, key=r.key, value=r.to_bytes()) for r in requests]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(settings: Settings, topic: str) -> list[Any]:
+    """Every record of ``topic`` now, from the beginning to the current end."""
+    consumer = make_consumer(settings, group_id=None, client_suffix="test-reader")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning()
+        ends = await consumer.end_offsets(partitions)
+        found: list[Any] = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found.extend(records)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def live_in_store(settings: Settings) -> dict[str, FetchRequest]:
+    """The delayed store's live entries (latest value per key, tombstones applied)."""
+    latest: dict[str, bytes | None] = {}
+    for record in await read_topic(settings, settings.topics.fetch_delayed):
+        latest[record.key.decode()] = record.value
+    return {key: FetchRequest.from_bytes(value) for key, value in latest.items() if value is not None}
+
+
+async def committed_total(settings: Settings) -> int:
+    consumer = make_consumer(settings, group_id=settings.fetch.group_id, client_suffix="test-offsets")
+    await consumer.start()
+    try:
+        topic = settings.topics.fetch_requests
+        return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(settings.topics.partitions)])
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], *, within_s: float, what: str, log: Callable[[], str]) -> None:
+    deadline = time.monotonic() + within_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {within_s} s; fetcher log:\n{log()}")
+        await asyncio.sleep(0.3)
+
+
+class Results:
+    """Follows the results topic from the beginning."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.consumer = make_consumer(settings, group_id=None, client_suffix="test-results")
+        self.topic = settings.topics.fetch_results
+        self.partitions = settings.topics.partitions
+        self.seen: list[FetchResult] = []
+
+    async def __aenter__(self) -> Results:
+        await self.consumer.start()
+        # Assigned, not subscribed: a subscription that misses a just-created topic waits minutes for it.
+        while self.topic not in await self.consumer.topics():
+            await asyncio.sleep(0.1)
+        self.consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])
+        await self.consumer.seek_to_beginning()
+        self.task = asyncio.create_task(self._follow())
+        return self
+
+    async def _follow(self) -> None:
+        async for record in self.consumer:
+            self.seen.append(FetchResult.from_bytes(record.value))
+
+    async def __aexit__(self, *_: object) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.consumer.stop()
+
+
+async def test_fetcher_sigkilled_while_polls_are_scheduled_hours_ahead_loses_none(
+    base_settings: Settings, kafka_bootstrap: str, provider_double: ProviderDouble,
+    amazon_private_pem: tuple[Path, bytes], tmp_path: Path,
+) -> None:
+    settings = fetch_settings(await fresh_topic_settings(base_settings, partitions=3), provider_double.url,
+                              AMAZON_KEY_ID, amazon_private_pem[0])
+    topics = settings.topics.model_copy(update={"fetch_delayed": f"{settings.topics.inbox}.delayed"})
+    settings = settings.model_copy(update={
+        "topics": topics, "fetch": settings.fetch.model_copy(update={"delayed_threshold_s": 2.0})})
+    tag = uuid.uuid4().hex[:6]
+    due_time = datetime.now(UTC) + timedelta(seconds=DUE_IN_S)
+    held_time = datetime.now(UTC) + timedelta(seconds=HELD_FOR_S)
+    first_due = [scheduled_poll(f"{tag}a-due{n}", due_time) for n in range(15)]
+    first_held = [scheduled_poll(f"{tag}a-held{n}", held_time) for n in range(15)]
+    second_due = [scheduled_poll(f"{tag}b-due{n}", due_time) for n in range(10)]
+    second_held = [scheduled_poll(f"{tag}b-held{n}", held_time) for n in range(30)]
+    canary = replace(scheduled_poll(f"{tag}canary", datetime.now(UTC)), reason="thin_push", request_id=f"{tag}:c")
+    for r in [*first_due, *first_held, *second_due, *second_held, canary]:
+        provider_double.set_object("amazon_pay", "charge", r.object_id, amazon_charge(r.object_id))
+    key = {r.request_id: f"{r.payment_key}|stale" for r in [*first_due, *first_held, *second_due, *second_held]}
+    processes: list[FetcherProcess] = []
+    try:
+        async with Results(settings) as results:
+            # 1. Polls stored and committed past, then SIGKILL: the store and the commits hold every one.
+            first = FetcherProcess.start(settings, tmp_path, "first")
+            processes.append(first)
+            await publish_requests(settings, first_due + first_held)
+
+            async def stored_and_committed(requests: list[FetchRequest], total: int) -> bool:
+                live = await live_in_store(settings)
+                return all(live.get(key[r.request_id]) == r for r in requests) and await committed_total(
+                    settings) == total
+
+            await wait_for(lambda: stored_and_committed(first_due + first_held, 30), within_s=60,
+                           what="30 polls stored and committed", log=first.log_tail)
+            first.kill()
+            TALLY["faults injected"] += 1
+            assert await stored_and_committed(first_due + first_held, 30)
+
+            # 2. Restarted; polls arriving, and a SIGKILL while they are being stored (before their commit).
+            second = FetcherProcess.start(settings, tmp_path, "second")
+            processes.append(second)
+            await publish_requests(settings, [canary])
+
+            async def canary_fetched() -> bool:
+                return any(r.request_id == canary.request_id for r in results.seen)
+
+            await wait_for(canary_fetched, within_s=90, what="the restarted fetcher consuming", log=second.log_tail)
+            await publish_requests(settings, second_due + second_held)
+
+            async def some_stored() -> bool:
+                live = await live_in_store(settings)
+                return any(key[r.request_id] in live for r in second_due + second_held)
+
+            await wait_for(some_stored, within_s=30, what="a poll of the second batch stored", log=second.log_tail)
+            second.kill()
+            TALLY["faults injected"] += 1
+
+            # 3. Restarted again: every poll is still scheduled, the due ones are fetched when due, once each.
+            third = FetcherProcess.start(settings, tmp_path, "third")
+            processes.append(third)
+            everything = first_due + first_held + second_due + second_held
+            await wait_for(lambda: stored_and_committed(everything, len(everything) + 1), within_s=90,
+                           what="every poll stored and committed", log=third.log_tail)
+            assert datetime.now(UTC) < due_time, "the scenario took longer than DUE_IN_S: raise it"
+            due = first_due + second_due
+
+            async def all_due_fetched() -> bool:
+                return {r.request_id for r in results.seen} >= {r.request_id for r in due}
+
+            await wait_for(all_due_fetched, within_s=DUE_IN_S + 30, what="the due polls fetched", log=third.log_tail)
+            await asyncio.sleep(1.0)
+        fetched = Counter(r.request_id for r in results.seen)
+        assert fetched == Counter({r.request_id: 1 for r in [*due, canary]}), "each due poll fetched exactly once"
+        for result in results.seen:
+            if result.request_id != canary.request_id:
+                lateness = (from_rfc3339(result.fetched_at) - due_time).total_seconds()
+                assert 0 <= lateness < 2.0, (result.request_id, lateness)
+        assert provider_double.count("amazon_pay") == len(due) + 1  # nothing held was fetched
+        held = first_held + second_held
+
+        async def only_held_left() -> bool:
+            return await live_in_store(settings) == {key[r.request_id]: r for r in held}
+
+        await wait_for(only_held_left, within_s=30, what="the store holding exactly the held polls",
+                       log=third.log_tail)
+        assert await committed_total(settings) == len(everything) + 1
+        TALLY["scheduled polls kept through SIGKILL"] += len(held)
+    finally:
+        for process in processes:
+            process.stop()

@@ -58,3 +58,24 @@ def test_forgotten_partitions_cancel_their_waiting_jobs() -> None:
     tracker.forget([TP])
     assert job.cancelled
     assert tracker.committable() == {}
+
+
+def test_a_pending_offset_without_a_job_holds_the_commit_until_done() -> None:
+    # A delayed request: in progress until the delayed store acknowledged it, not until it is fetched.
+    tracker = OffsetTracker()
+    tracker.pending(TP, 7)
+    tracker.add(TP, 8, _job())
+    tracker.done(TP, 8)
+    assert tracker.committable() == {TP: 7}
+    tracker.done(TP, 7)
+    assert tracker.committable() == {TP: 9}
+
+
+def test_forgetting_a_pending_offset_cancels_nothing_and_drops_it() -> None:
+    tracker = OffsetTracker()
+    job = _job()
+    tracker.pending(TP, 1)
+    tracker.add(TP, 2, job)
+    tracker.forget([TP])
+    assert job.cancelled
+    assert tracker.committable() == {}

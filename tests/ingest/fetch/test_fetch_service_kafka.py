@@ -110,11 +110,19 @@ class ResultReader:
     def __init__(self, settings: Settings) -> None:
         self.consumer: AIOKafkaConsumer = make_consumer(settings, group_id=None, client_suffix="test-results")
         self.topic = settings.topics.fetch_results
+        self.partitions = settings.topics.partitions
         self.results: list[FetchResult] = []
 
     async def __aenter__(self) -> ResultReader:
         await self.consumer.start()
-        self.consumer.subscribe([self.topic])
+        # Assigned, not subscribed: a topic created a moment ago may not be in the broker's metadata yet,
+        # and a subscription that misses it waits for the next metadata refresh (minutes).
+        deadline = time.monotonic() + 30
+        while self.topic not in await self.consumer.topics():
+            assert time.monotonic() < deadline, f"{self.topic} not in the cluster metadata"
+            await asyncio.sleep(0.1)
+        self.consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])
+        await self.consumer.seek_to_beginning()
         self._task = asyncio.create_task(self._follow())
         return self
 
