@@ -103,15 +103,19 @@ class ProviderLane:
     async def call(self, send: Callable[[], Awaitable[ProviderReply]]) -> CallOutcome:
         if not self.circuit.try_acquire():
             return self._circuit_open()
+        probe = self.circuit.state is CircuitState.HALF_OPEN  # this call is the one probe of an open circuit
         try:
             grant = await self.gate.acquire(self.account)
         except BaseException:
-            self.circuit.record_neutral()  # cancelled while waiting: the probe slot is free again
+            if probe:
+                self.circuit.record_neutral()  # cancelled while waiting: the probe slot is free again
             raise
         RATE_LIMIT_WAIT_SECONDS.labels(self.provider).observe(grant.token_wait_s)
         FETCH_SLOT_WAIT_SECONDS.labels(self.provider).observe(grant.slot_wait_s)
-        if self.circuit.state is CircuitState.OPEN:
-            # It opened while this call waited for the gate: the call does not go out after all.
+        state = self.circuit.state
+        if state is CircuitState.OPEN or (state is CircuitState.HALF_OPEN and not probe):
+            # The circuit opened while this call waited at the gate (and another call may be its probe):
+            # the call does not go out after all, and its token is given back.
             self.gate.refund(self.account)
             return self._circuit_open()
         try:
@@ -124,7 +128,8 @@ class ProviderLane:
             return CallOutcome("timeout")
         except BaseException:
             self.gate.release(self.account)
-            self.circuit.record_neutral()
+            if probe:
+                self.circuit.record_neutral()
             raise
         outcome = classify(reply.status)
         FETCHES.labels(self.provider, outcome).inc()
@@ -134,7 +139,8 @@ class ProviderLane:
             wait_s = reply.retry_after_s
             self.gate.pause(self.account, wait_s if wait_s is not None else self.options.backoff_base_s)
             self.gate.release(self.account)
-            self.circuit.record_neutral()
+            if probe:
+                self.circuit.record_neutral()  # says nothing about the provider's health: probe again
             return CallOutcome(outcome, reply, wait_s=wait_s)
         self.gate.release(self.account)
         self._record(failure=outcome in CIRCUIT_FAILURES)

@@ -219,3 +219,24 @@ async def test_a_call_that_waited_while_the_circuit_opened_does_not_go_out(
     assert decision.retry is not None and decision.retry.attempt == 1  # waits for the circuit
     assert double.count("mollie") == 0
     assert gate.in_flight() == 0
+
+
+async def test_a_call_that_waited_while_another_became_the_probe_does_not_go_out(
+    double: ProviderDouble, lanes: Lanes
+) -> None:
+    double.set_object("mollie", "payment", "tr_1", {"id": "tr_1"})
+    lane = mollie(lanes)
+    gate = lane.gate
+    held = [await gate.acquire("main") for _ in range(gate.limit())]
+    waiting = asyncio.create_task(lane.execute(request()))
+    await asyncio.sleep(0.05)
+    for _ in range(OPTIONS.circuit_failure_threshold):
+        lane.circuit.record_failure()
+    lane.circuit._opened_at -= OPTIONS.circuit_reset_s
+    assert lane.circuit.try_acquire()  # another call is the probe now
+    for _ in held:
+        gate.release("main")
+    decision = await waiting
+    assert decision.retry is not None and decision.retry.attempt == 1
+    assert double.count("mollie") == 0
+    assert not lane.circuit.try_acquire()  # the probe is still the only one out
