@@ -129,7 +129,9 @@ class FetchSettings(BaseModel):
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
-    # Requests in flight per provider (over all its accounts); also the worker count per account.
+    # Requests in flight per provider (over all its accounts); also the worker count per account. Each account
+    # has in_flight_per_provider // accounts of them reserved (a slow account cannot starve the others) and may
+    # borrow the remainder; with more accounts than slots, one each (ingest/fetch/ratelimit.py).
     in_flight_per_provider: int = Field(default=8, ge=1)
     circuit_failure_threshold: int = Field(default=5, ge=1)
     # An open circuit lets one probe out after circuit_first_reset_s; each failed probe doubles the wait, up
