@@ -6,10 +6,27 @@ may use from the collectors in paystream/metrics.py (deploy_files.series_names).
 
 from __future__ import annotations
 
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from deploy_files import TARGET_LABELS, alert_rules, dashboard, dashboard_queries, series_names
 from go_tools import ToolFailed
 from promql_selectors import SelectorError, selectors
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _parse_every_expression_once() -> None:
+    # One promtool process per expression: run them side by side (selectors() caches the results).
+    expressions = [rule["expr"] for rule in alert_rules()] + dashboard_queries(dashboard())
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        list(pool.map(_parsed_or_none, expressions))
+
+
+def _parsed_or_none(expr: str) -> None:
+    with contextlib.suppress(ToolFailed, SelectorError):  # the test that reads the expression reports it
+        selectors(expr)
 
 
 def _unknown_metrics(expressions: list[str]) -> dict[str, set[str]]:
