@@ -139,12 +139,6 @@ RECEIPT_TO_EMIT = Histogram(
     ["provider"],
     buckets=_FAST_BUCKETS,
 )
-PROCESSOR_REFETCHES = Counter(
-    "paystream_processor_refetches_total",
-    "Records the faust worker dropped before any agent saw them, found by the idle check and fetched again "
-    "(processors/faust_fixes.py), by topic. Nothing is lost; a steady rate means a faust bug we do not know.",
-    ["topic"],
-)
 DLQ = Counter(
     "paystream_dlq_total", "Records sent to payments.dlq.v1, by source topic and reason.", ["topic", "reason"]
 )

@@ -24,8 +24,10 @@ from paystream.config import Settings
 from paystream.errors import InfrastructureError
 from paystream.kafka import ensure_topics
 from paystream.logs import get_logger
+from paystream.metrics import MISSED_WEBHOOKS
 from paystream.probes import probe_server
 from processors.freshness import follow_state_topic
+from processors.providers import PUSHING
 from processors.readiness import Readiness
 from processors.settings import ProcessorSettings
 from processors.topology import build_application
@@ -110,6 +112,10 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
         # The processor reads and writes the public topics: make sure they exist before subscribing.
         asyncio.run(ensure_topics_until_created(settings))
         app = build_application(settings, conf, readiness)
+        # A labelled counter's series exists from its first increment on, which increase() cannot see:
+        # create the alerted ones at zero so their first step counts.
+        for provider in PUSHING:
+            MISSED_WEBHOOKS.labels(provider)
         if conf.freshness_gauges:
             freshness = FreshnessThread(settings)
             freshness.start()
