@@ -14,8 +14,9 @@ How.
   marked done, so the commit moves past it at once. Requests due sooner keep the in-memory path (the
   engine's heap; the offset is held until the result is published).
 * Same partition number: whoever owns requests partition *p* owns store partition *p*; a rebalance moves
-  both together and no entry ever has to move. The store has at least as many partitions (checked at start;
-  the fetcher creates it with the requests topic's count when it is missing).
+  both together and no entry ever has to move. The store has at least as many partitions (checked at start:
+  the fetcher creates it with the requests topic's count when it is missing, and adds partitions when the
+  requests topic has more).
 * Key. A stale poll: ``{payment_key}|stale``, one slot per payment. The processors' chain only needs its
   latest link, so a newer stale request overwrites (supersedes) the older one, which is then never
   fetched. Anything else (e.g. a retry re-published with a backoff): ``{payment_key}|{request_id}|{attempt}``,
@@ -84,7 +85,7 @@ from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from ingest.fetch.backoff import full_jitter_delay
@@ -110,6 +111,7 @@ STORED_AT = "paystream-stored-at"
 # close to the live entries instead of a week or a GiB of superseded and deleted ones.
 SEGMENT_MS = 3600 * 1000
 REPORT_INTERVAL_S = 1.0
+METADATA_WAIT_S = 10.0
 
 
 def store_key(request: FetchRequest) -> str:
@@ -170,19 +172,32 @@ class _Waiting:
 
 
 async def ensure_delayed_topic(settings: Settings) -> int:
-    """Create the store (compacted, as many partitions as fetch.requests) if it is missing; return its
-    partition count. Refuses to go on when it has fewer partitions than fetch.requests: requests of the
-    extra partitions would have nowhere to be held."""
+    """Create the store (compacted, as many partitions as fetch.requests) if it is missing, or add partitions
+    when it has fewer than fetch.requests; return its partition count.
+
+    Adding partitions is safe: store partition *p* keeps meaning requests partition *p*, and the new ones are
+    empty because requests of those partitions could not be held before. Without the right to do it (e.g.
+    no Alter ACL), the fetcher refuses to start: those requests would have nowhere to be held.
+    """
     topics = settings.topics
     admin = AIOKafkaAdminClient(**connection_options(settings.kafka), client_id=f"{settings.kafka.client_id}-admin")
     try:
         await admin.start()
         counts = await _partition_counts(admin)
         wanted = counts.get(topics.fetch_requests, topics.partitions)
-        have = counts.get(topics.fetch_delayed)
-        if have is None:
+        found = counts.get(topics.fetch_delayed)
+        if found is not None and found >= wanted:
+            return found
+        if found is None:
             await _create(admin, settings, wanted)
-            have = (await _partition_counts(admin)).get(topics.fetch_delayed, wanted)
+        else:
+            await _grow(admin, topics.fetch_delayed, found, wanted)
+        # A topic (or partitions) just created reach the broker's metadata a moment later.
+        deadline = time.monotonic() + METADATA_WAIT_S
+        while (have := (await _partition_counts(admin)).get(topics.fetch_delayed, 0)) < wanted:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
     except KafkaError as exc:
         raise InfrastructureError(f"cannot check the delayed store {topics.fetch_delayed}: {exc!r}") from exc
     finally:
@@ -218,6 +233,15 @@ async def _create(admin: AIOKafkaAdminClient, settings: Settings, partitions: in
         if code not in (0, TopicAlreadyExistsError.errno):  # another replica winning the race is fine
             raise InfrastructureError(f"cannot create {name}: {for_code(code).__name__} ({topic_error[2:]})")
     log.info("topics_created", topics=[name], partitions=partitions)
+
+
+async def _grow(admin: AIOKafkaAdminClient, name: str, have: int, wanted: int) -> None:
+    try:
+        await admin.create_partitions({name: NewPartitions(total_count=wanted)})
+    except KafkaError as exc:  # e.g. not authorized, or another replica grew it first
+        log.warning("fetch_delayed_grow_failed", topic=name, partitions=have, wanted=wanted, error=repr(exc))
+        return
+    log.warning("fetch_delayed_grown", topic=name, partitions_before=have, partitions=wanted)
 
 
 class DelayedStore:

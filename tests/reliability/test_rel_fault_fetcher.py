@@ -53,6 +53,14 @@ RATE = 40.0
 DURATION_S = 20.0
 
 
+async def isolated_fetch_settings(base: Settings, double: ProviderDouble, private_pem: Path) -> Settings:
+    """Fresh topics, the fetcher's delayed store included (shared by nobody else), and an Amazon Pay account
+    that reaches the provider double."""
+    settings = fetch_settings(await fresh_topic_settings(base, partitions=3), double.url, AMAZON_KEY_ID, private_pem)
+    delayed = settings.topics.fetch_requests.replace(".requests.", ".delayed.")
+    return settings.model_copy(update={"topics": settings.topics.model_copy(update={"fetch_delayed": delayed})})
+
+
 def put_charge(double: ProviderDouble) -> object:
     return lambda charge_id, body: double.set_object("amazon_pay", "charge", charge_id, body)
 
@@ -69,8 +77,7 @@ async def test_fetcher_sigkilled_under_load_loses_no_fetch(
     base_settings: Settings, kafka_bootstrap: str, rel_pki: HarnessPki, rel_deliveries: Deliveries,
     provider_double: ProviderDouble, amazon_private_pem: tuple[Path, bytes], tmp_path: Path,
 ) -> None:
-    settings = fetch_settings(await fresh_topic_settings(base_settings, partitions=3), provider_double.url,
-                              AMAZON_KEY_ID, amazon_private_pem[0])
+    settings = await isolated_fetch_settings(base_settings, provider_double, amazon_private_pem[0])
     conf = processor_settings()
     async with contextlib.AsyncExitStack() as stack:
         running = await start_ingest_for(stack, settings, rel_pki, tmp_path)
@@ -92,7 +99,7 @@ async def test_fetcher_sigkilled_under_load_loses_no_fetch(
 
         missing = await follower.wait_reflected(stats.acked, alive=worker_alive(worker, restarted))
         assert not missing, f"{len(missing)} missing; fetcher log:\n{restarted.log_tail()}\n{worker.log_tail()}"
-        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.observations_topic()])
+        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.inputs_topic()])
         assert not lag, lag + worker.log_tail()
         await asyncio.sleep(1.0)
         assert_rate_limit_held(provider_double)
@@ -103,8 +110,7 @@ async def test_provider_answering_429_and_500_in_bursts_loses_nothing_and_is_bac
     base_settings: Settings, kafka_bootstrap: str, rel_pki: HarnessPki, rel_deliveries: Deliveries,
     provider_double: ProviderDouble, amazon_private_pem: tuple[Path, bytes], tmp_path: Path,
 ) -> None:
-    settings = fetch_settings(await fresh_topic_settings(base_settings, partitions=3), provider_double.url,
-                              AMAZON_KEY_ID, amazon_private_pem[0])
+    settings = await isolated_fetch_settings(base_settings, provider_double, amazon_private_pem[0])
     conf = processor_settings()
     burst_s, retry_after_s = 3.0, 1
     async with contextlib.AsyncExitStack() as stack:
@@ -132,7 +138,7 @@ async def test_provider_answering_429_and_500_in_bursts_loses_nothing_and_is_bac
 
         missing = await follower.wait_reflected(stats.acked, alive=worker_alive(worker, fetcher))
         assert not missing, f"{len(missing)} missing; fetcher log:\n{fetcher.log_tail()}\n{worker.log_tail()}"
-        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.observations_topic()])
+        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.inputs_topic()])
         assert not lag, lag + worker.log_tail()
         await asyncio.sleep(1.0)
 
@@ -252,11 +258,8 @@ async def test_fetcher_sigkilled_while_polls_are_scheduled_hours_ahead_loses_non
     base_settings: Settings, kafka_bootstrap: str, provider_double: ProviderDouble,
     amazon_private_pem: tuple[Path, bytes], tmp_path: Path,
 ) -> None:
-    settings = fetch_settings(await fresh_topic_settings(base_settings, partitions=3), provider_double.url,
-                              AMAZON_KEY_ID, amazon_private_pem[0])
-    topics = settings.topics.model_copy(update={"fetch_delayed": f"{settings.topics.inbox}.delayed"})
-    settings = settings.model_copy(update={
-        "topics": topics, "fetch": settings.fetch.model_copy(update={"delayed_threshold_s": 2.0})})
+    settings = await isolated_fetch_settings(base_settings, provider_double, amazon_private_pem[0])
+    settings = settings.model_copy(update={"fetch": settings.fetch.model_copy(update={"delayed_threshold_s": 2.0})})
     tag = uuid.uuid4().hex[:6]
     due_time = datetime.now(UTC) + timedelta(seconds=DUE_IN_S)
     held_time = datetime.now(UTC) + timedelta(seconds=HELD_FOR_S)

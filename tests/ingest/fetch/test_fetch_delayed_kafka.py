@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fetch_helpers import eventually
 from provider_double.server import ProviderDouble
 from test_fetch_service_kafka import ResultReader, options, read_records
@@ -292,3 +293,25 @@ async def test_a_partition_is_consumed_only_once_its_store_partition_is_loaded(
     # Read before the load, `newer` would have been overwritten in memory by the loaded `older`.
     assert second.held() == {store_key(newer): newer}
     assert (await store_latest(kafka_settings))[store_key(newer)] == (0, newer, 1)
+
+
+async def test_a_store_with_fewer_partitions_than_the_requests_topic_is_grown(
+    double: ProviderDouble, kafka_settings: Settings, start: Callable[..., RunningFetcher]
+) -> None:
+    # E.g. partitions were added to the requests topic: store partition p keeps meaning requests partition p.
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(kafka_settings.topics.fetch_delayed, 1, 1,
+                                            topic_configs={"cleanup.policy": "compact"})])
+        put_intents(double, "pi_grown")
+        held = request("pi_grown", delay_s=6 * HOURS)
+        fetcher = start()
+        await fetcher.consuming(kafka_settings.topics.partitions)
+        described = await admin.describe_topics([kafka_settings.topics.fetch_delayed])
+    finally:
+        await admin.close()
+    assert len(described[0]["partitions"]) == kafka_settings.topics.partitions
+    await publish_at(kafka_settings, (2, held))
+    await until_committed(kafka_settings, fetcher.fetcher.options.group_id, {2: 1})
+    assert (await store_latest(kafka_settings))[store_key(held)] == (2, held, 0)
