@@ -38,8 +38,10 @@ async def fresh_topic_settings(base: Settings, *, partitions: int) -> Settings:
         "fetch_requests": f"r{tag}.payments.fetch.requests.v1",
         "fetch_results": f"r{tag}.payments.fetch.results.v1",
         "status": f"r{tag}.payments.status.v1",
+        "state": f"r{tag}.payments.state.v1",
         "dlq": f"r{tag}.payments.dlq.v1",
         "fetch_cursors": f"r{tag}.payments.fetch.cursors.v1",
+        "fetch_delayed": f"r{tag}.payments.fetch.delayed.v1",
         "partitions": partitions,
     })
     settings = base.model_copy(update={"topics": topics})
