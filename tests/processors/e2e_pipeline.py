@@ -7,14 +7,13 @@ Nothing here builds deliveries: the payloads come from ``make run``'s demo traff
 (tests/ingest/http_harness.py) through a :class:`demo_material.DemoMaterial` holding those secrets;
 SNS envelopes are signed by the harness's ``Deliveries`` with its test CA. The ingest server, the
 Amazon Pay fetch account and the status follower are the reliability suite's (tests/reliability).
-
-Also here: reading which partitions a faust worker was given, from its log (two-worker test).
+Every topic is the pipeline's own (processor_harness.fresh_settings: the state topic and the fetcher's
+delayed-request store included).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
 import tomllib
@@ -31,7 +30,6 @@ for _folder in (TESTS, TESTS / "ingest", TESTS / "reliability", TESTS.parent / "
 
 import demo_material  # noqa: E402 - needs the sys.path entries above
 import demo_traffic as demo_traffic  # noqa: E402 - re-exported: the demo's payload builders
-from aiokafka import TopicPartition  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from fault_harness import AMAZON_KEY_ID, StatusFollower, fetch_settings, start_ingest_for  # noqa: E402
@@ -46,13 +44,18 @@ from http_harness import (  # noqa: E402
     RunningIngest,
     make_test_pki,
 )
-from processor_harness import Worker, processor_settings, start_worker, wait_drained  # noqa: E402
+from processor_harness import (  # noqa: E402
+    Worker,
+    fresh_settings,
+    processor_settings,
+    read_all,
+    start_worker,
+    wait_drained,
+)
 from provider_double.server import ProviderDouble  # noqa: E402
-from reliability_harness import fresh_topic_settings  # noqa: E402
 
 from ingest.fetch.service import run_fetcher  # noqa: E402
 from paystream.config import AccountConfig, ProviderName, Settings  # noqa: E402
-from paystream.kafka import make_consumer  # noqa: E402
 from processors.settings import ProcessorSettings  # noqa: E402
 
 # The demo's Standard Webhooks sender and ours speak the same event types.
@@ -119,39 +122,16 @@ class Pipeline:
 
     async def settle(self) -> None:
         """Until the worker has committed everything on its input topics: a late or extra event shows now."""
-        assert_no_agent_crash(self.worker)
+        assert self.worker.process.poll() is None, f"the processor exited\n{self.worker.log_tail()}"
         topics = self.settings.topics
         lag = await wait_drained(self.settings, self.conf,
-                                 [topics.inbox, topics.fetch_results, self.conf.observations_topic()])
+                                 [topics.inbox, topics.fetch_results, self.conf.inputs_topic()])
         assert not lag, lag + "\n" + self.worker.log_tail()
-        written = await records_in(self.settings, topics.status)
+        written = len(await read_all(self.settings, topics.status))
         deadline = time.monotonic() + 30
         while len(self.follower.events) < written and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert len(self.follower.events) == written, (len(self.follower.events), written)
-
-
-async def records_in(settings: Settings, topic: str) -> int:
-    """How many records ``topic`` holds (end offsets; the test's topics are never truncated)."""
-    consumer = make_consumer(settings, group_id=None, client_suffix="e2e-ends")
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(settings.topics.partitions)])
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
-
-
-def assert_no_agent_crash(worker: Worker) -> None:
-    """faust restarts a crashed agent and redelivers its batch: the crash shows only in the log."""
-    log = worker.log_path.read_text(errors="replace")
-    crashed = [line for line in log.splitlines() if "Crashed reason=" in line]
-    assert not crashed, f"{len(crashed)} agent crashes, the first: {crashed[0]}\n{_first_traceback(log)}"
-
-
-def _first_traceback(log: str) -> str:
-    start = log.find("Traceback (most recent call last)")
-    return log[start:start + 3000] if start >= 0 else ""
 
 
 def _amazon_key(folder: Path) -> tuple[Path, bytes]:
@@ -177,7 +157,7 @@ def _accounts(settings: Settings, double_url: str, folder: Path) -> dict[Provide
 async def running_pipeline(base: Settings, folder: Path, *, partitions: int = 3) -> AsyncIterator[Pipeline]:
     """Fresh topics; ingest, provider double, fetcher and one processor worker, all running and ready."""
     pki = make_test_pki()
-    topics = await fresh_topic_settings(base, partitions=partitions)
+    topics = await fresh_settings(base, partitions=partitions, tag="e")
     async with AsyncExitStack() as stack:
         double = ProviderDouble()
         private_pem, public_pem = _amazon_key(folder)
@@ -206,44 +186,3 @@ def _stopped(worker: Worker) -> None:
 async def _stop_fetcher(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     stop.set()
     await asyncio.wait_for(task, 60)
-
-
-# --- which partitions a faust worker holds, from its log ------------------------------------------------
-
-# aiokafka logs every assignment at INFO ("Setting newly assigned partitions %s for group %s"); faust's
-# worker log handler renders the set as a table, one row per topic: "| <topic> | {0-1, 3} |".
-_ASSIGNED = "Setting newly assigned partitions"
-_ROW = re.compile(r"^\|\s*(?P<topic>\S+)\s*\|\s*\{(?P<parts>[0-9, -]*)\}\s*\|")
-
-
-def _partition_numbers(spec: str) -> set[int]:
-    numbers: set[int] = set()
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        low, _, high = item.partition("-")
-        numbers.update(range(int(low), int(high or low) + 1))
-    return numbers
-
-
-def assignments(log_text: str) -> list[dict[str, set[int]]]:
-    """Every assignment the worker logged, oldest first: topic -> partitions (empty dict: none)."""
-    found: list[dict[str, set[int]]] = []
-    lines = log_text.splitlines()
-    for index, line in enumerate(lines):
-        if _ASSIGNED not in line:
-            continue
-        table: dict[str, set[int]] = {}
-        if "set()" not in line:
-            for row in lines[index + 1:]:
-                if row.startswith("+") and table:
-                    break
-                match = _ROW.match(row)
-                if match:
-                    table[match["topic"]] = _partition_numbers(match["parts"])
-        found.append(table)
-    return found
-
-
-def current_partitions(worker: Worker, topic: str) -> set[int] | None:
-    """The partitions of ``topic`` in the worker's latest assignment; None before its first one."""
-    logged = assignments(worker.log_path.read_text(errors="replace"))
-    return logged[-1].get(topic, set()) if logged else None

@@ -2,7 +2,9 @@
 
 The same inbox is read by two consumer groups: app A with one worker, app B with two workers started
 together; each app writes its own status topic. The input (100 payments, 300 deliveries plus duplicates,
-some payments out of order) is produced once both B workers hold inbox partitions, as their logs show.
+some payments out of order) is produced once both B workers hold partitions of the inbox and of the internal
+topic reconcile reads, as the group's description shows (each worker has its own Kafka client id), and they
+must still hold them when the input is drained.
 
 What makes "the same output" exact rather than "the same final state": the sequence of events of a
 payment depends on the order its observations are reconciled in. Inbox records are keyed by delivery
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,14 +25,14 @@ from typing import Any
 
 import orjson
 import pytest
-from e2e_pipeline import NO_STALE_POLLS, assert_no_agent_crash, current_partitions
-from e2e_pipeline import demo_traffic as demo
 from processor_harness import (
     Worker,
     envelope,
     events_of,
+    group_assignment,
+    inbox_partition,
     processor_settings,
-    read_until,
+    read_all,
     send_inbox,
     start_worker,
     wait_drained,
@@ -41,7 +44,14 @@ from paystream.kafka import ensure_topics
 from processors.settings import ProcessorSettings
 from schemas.envelopes import InboxEnvelope
 
+DEMO_FOLDER = Path(__file__).resolve().parents[2] / "deploy" / "local"
+if str(DEMO_FOLDER) not in sys.path:
+    sys.path.append(str(DEMO_FOLDER))  # the demo's payload builders (not the whole e2e pipeline's imports)
+
+import demo_traffic as demo  # noqa: E402
+
 pytestmark = pytest.mark.kafka
+NO_STALE_POLLS = [3600]  # stale polls start after an hour: the events under test are the pushes'
 
 PARTITIONS = 4
 ADYEN_PAYMENTS, STRIPE_PAYMENTS = 60, 40
@@ -146,15 +156,32 @@ async def topics_for(base: Settings, fresh_topics: Callable[..., TopicSettings],
     return settings
 
 
-async def wait_sharing(workers: list[Worker], topics: list[str], *, timeout_s: float = 90.0) -> str:
-    """Until each worker's latest logged assignment holds partitions of every topic, disjoint between the
-    workers and covering all of them. Returns "" then, else what the logs showed."""
+async def held(settings: Settings, conf: ProcessorSettings, clients: list[str], topics: list[str]
+               ) -> dict[str, list[set[int]]]:
+    """Per topic: the partitions each worker (by client id prefix) holds in the group now."""
+    members = await asyncio.to_thread(group_assignment, settings, conf.app_id)
+
+    def of(client: str, topic: str) -> set[int]:
+        return set().union(*(parts.get(topic, set()) for member, parts in members.items()
+                             if member.startswith(client)))
+
+    return {topic: [of(client, topic) for client in clients] for topic in topics}
+
+
+def shared(parts: list[set[int]]) -> bool:
+    """Every worker holds some partitions, no partition twice, and all of them are held."""
+    return all(parts) and sum(map(len, parts)) == PARTITIONS and set().union(*parts) == set(range(PARTITIONS))
+
+
+async def wait_sharing(settings: Settings, conf: ProcessorSettings, workers: list[Worker], clients: list[str],
+                       topics: list[str], *, timeout_s: float = 90.0) -> str:
+    """Until the workers share the partitions of every topic. Returns "" then, else what the group showed."""
     deadline = time.monotonic() + timeout_s
-    seen = "no assignment logged"
+    seen = "no assignment"
     while time.monotonic() < deadline:
-        held = {topic: [current_partitions(worker, topic) for worker in workers] for topic in topics}
-        seen = repr(held)
-        if all(shared(parts) for parts in held.values()):
+        assignment = await held(settings, conf, clients, topics)
+        seen = repr(assignment)
+        if all(shared(parts) for parts in assignment.values()):
             return ""
         if any(worker.process.poll() is not None for worker in workers):
             break
@@ -162,20 +189,12 @@ async def wait_sharing(workers: list[Worker], topics: list[str], *, timeout_s: f
     return seen
 
 
-def shared(parts: list[set[int] | None]) -> bool:
-    if any(not held for held in parts):
-        return False
-    owned = [held for held in parts if held]
-    return sum(map(len, owned)) == PARTITIONS and set().union(*owned) == set(range(PARTITIONS))
-
-
 async def drained(settings: Settings, conf: ProcessorSettings) -> str:
-    return await wait_drained(settings, conf, [settings.topics.inbox, conf.observations_topic()])
+    return await wait_drained(settings, conf, [settings.topics.inbox, conf.inputs_topic()])
 
 
 async def status_events(settings: Settings) -> list[dict[str, Any]]:
-    records = await read_until(settings, settings.topics.status, lambda found: False, timeout_s=3)
-    return events_of(records)
+    return events_of(await read_all(settings, settings.topics.status))
 
 
 def logs(workers: list[Worker]) -> str:
@@ -193,27 +212,32 @@ async def test_two_workers_sharing_the_partitions_produce_what_one_worker_produc
     for folder in folders.values():
         folder.mkdir()
     single = start_worker(one, conf_one, folders["single"], "single")
-    pair = [start_worker(two, conf_two, folders[name], name) for name in ("shared-1", "shared-2")]
+    clients = ["paystream-shared-1", "paystream-shared-2"]
+    pair = [start_worker(two, conf_two, folders[name], name, client_id=client)
+            for name, client in zip(("shared-1", "shared-2"), clients, strict=True)]
     workers = [single, *pair]
     try:
-        shared_topics = [two.topics.inbox, conf_two.observations_topic()]
-        not_shared = await wait_sharing(pair, shared_topics)
+        shared_topics = [two.topics.inbox, conf_two.inputs_topic()]
+        not_shared = await wait_sharing(two, conf_two, pair, clients, shared_topics)
         assert not not_shared, f"the two workers never shared the partitions: {not_shared}\n{logs(pair)}"
 
         records, providers = build_input(seed=5)
         assert len(records) > 350
+        # Every partition gets input: a worker holding partitions has work, both workers take part.
+        assert {inbox_partition(r.provider, r.account, r.delivery_id, PARTITIONS) for r in records} == set(
+            range(PARTITIONS))
         await send_inbox(one, records)
         lags = await asyncio.gather(drained(one, conf_one), drained(two, conf_two))
-        for worker in workers:
-            assert_no_agent_crash(worker)
         assert not any(lags), f"{lags}\n{logs(workers)}"
         by_one, by_two = await asyncio.gather(status_events(one), status_events(two))
-        still = {topic: [current_partitions(worker, topic) for worker in pair] for topic in shared_topics}
+        still = await held(two, conf_two, clients, shared_topics)
     finally:
         codes = [worker.stop() for worker in workers]
     assert codes == [0, 0, 0], f"exit codes {codes}\n{logs(workers)}"
     assert all(shared(parts) for parts in still.values()), f"assignment after the run: {still}\n{logs(pair)}"
 
+    # Exactly once (read_committed): no event twice, in either app.
+    assert len(by_one) == len(rows(by_one)) and len(by_two) == len(rows(by_two)), (len(by_one), len(by_two))
     assert not gaps_or_conflicts(by_one), gaps_or_conflicts(by_one)[:10]
     assert not gaps_or_conflicts(by_two), gaps_or_conflicts(by_two)[:10]
     assert finals(by_one) == {key: FINAL[provider] for key, provider in providers.items()}
