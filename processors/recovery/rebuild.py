@@ -57,10 +57,14 @@ def add_rebuild_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diff", action="store_true",
                         help="compare with the last event per payment on the live status topic")
     parser.add_argument("--through-processors", action="store_true",
-                        help="run the processor app on temporary topics under a fresh application id "
-                             "(rebuild-<stamp>.*, paystream-rebuild-<stamp>) instead of in this process")
+                        help="run the real processor worker instead of the pure core in this process: on "
+                             "temporary topics rebuild-<stamp>.* under a fresh app id paystream-rebuild-<stamp> "
+                             "(own consumer group, internal topic and changelog, all deleted afterwards); never "
+                             "touches the live processor; slower, and needs the broker")
     parser.add_argument("--keep", action="store_true",
-                        help="with --through-processors: keep the temporary topics afterwards")
+                        help="with --through-processors: keep the temporary topics (rebuild-<stamp>.*, "
+                             "paystream-rebuild-<stamp>-payment-inputs, changelog__paystream-rebuild-<stamp>--*) "
+                             "and the consumer group for inspection; the report lists the topics")
     parser.add_argument("--bucket", help="archive bucket (default: the configured PAYSTREAM_S3__BUCKET)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress line")

@@ -1,31 +1,38 @@
 """``paystream rebuild --through-processors``: re-derive payment state with the real processor app.
 
 The in-process rebuild (:mod:`processors.recovery.rebuild`) runs the processors' pure core; this mode runs the
-processors themselves — faust agents, dedupe ledger, parking, tables with changelogs — so it also
-catches bugs outside the pure core. It never touches the live topics or consumer groups:
+processor itself — the Quix Streams worker of ``paystream process`` with both stages, the repartition by
+payment key, per-payment dedupe, the state store and its changelog, exactly-once transactions — so it also
+catches bugs outside the pure core. It never touches the live topics, consumer group or state:
 
-1. fresh topics named ``rebuild-<stamp>.<live name>`` (inbox, fetch requests, fetch results, status,
+1. fresh topics named ``rebuild-<stamp>.<live name>`` (inbox, fetch requests, fetch results, status, state,
    DLQ; no retention limit, the archive's records can be old) and a fresh application id
-   ``paystream-rebuild-<stamp>`` (its own consumer group, tables and internal topics);
-2. the archive's inbox and fetch-result records are republished into them as they were received —
-   same key, value and headers, NOT marked as replays (the dedupe ledger is fresh, so each delivery is
-   applied once); records that were themselves replays are skipped, their originals are archived too;
-3. a processor worker (``run_processor``, in a ``python -c`` child process) runs until its consumer group has committed
-   everything on the rebuild topics; it is stopped with SIGTERM (the graceful path);
+   ``paystream-rebuild-<stamp>``: its own consumer group, internal topic
+   ``paystream-rebuild-<stamp>-payment-inputs``, changelog ``changelog__paystream-rebuild-<stamp>--…`` and a
+   temporary local state directory;
+2. the archive's inbox and fetch-result records are republished into them as they were received — same key,
+   value and headers, NOT marked as replays (the per-payment dedupe is fresh, so each delivery is applied
+   once, and duplicates in the archive are dropped as the live worker dropped them); records that were
+   themselves replays are skipped, their originals are archived too;
+3. a worker (``run_processor`` in a child process, :mod:`processors.recovery.rebuild_worker`, started before
+   step 2 so that loading the engine overlaps it) runs until its group has nothing left on the rebuild inbox
+   and fetch results (intake) and on its internal topic (reconcile) — measured as a ``read_committed``
+   consumer sees it (:mod:`processors.recovery.group_lag`); it is then stopped with SIGTERM, the graceful
+   path;
 4. the last event per payment on the rebuild status topic is the rebuilt state, diffed against the live
    status topic by :mod:`processors.recovery.rebuild_diff`;
-5. the temporary topics are deleted unless ``--keep``. (Kafka drops the group's offsets with its
-   topics; the emptied group then expires by itself.)
+5. unless ``--keep``: the consumer group and every topic of the rebuild are deleted — its ``rebuild-<stamp>.*``
+   topics and the app's internal and changelog topics, found by name prefix
+   (:mod:`processors.recovery.app_state`) — and the local state directory is removed.
 
-Fetch requests the rebuild worker emits land on its own fetch-requests topic, which no fetcher reads:
-a rebuild never calls a provider. Archived fetch results carry what was fetched at the time.
+Fetch requests the rebuild worker emits land on its own fetch-requests topic, which no fetcher reads: a
+rebuild never calls a provider. Archived fetch results carry what was fetched at the time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -39,17 +46,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
 from paystream.config import Settings
 from paystream.dlq import ERROR_REASON
 from paystream.errors import InfrastructureError, NormalizationError
-from paystream.kafka import connection_options, ensure_topics, make_consumer, make_producer
-from paystream.logs import configure, get_logger
+from paystream.kafka import ensure_topics, make_producer
+from paystream.logs import get_logger
+from processors import payment_inputs
+from processors.recovery.app_state import KafkaAdmin, is_internal_topic
 from processors.recovery.archive_format import ArchivedRecord
 from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.group_lag import GroupLag
 from processors.recovery.rebuild_diff import RebuildReport, diff, read_live_status, read_to_end
+from processors.recovery.rebuild_worker import settings_json
 from processors.recovery.replay import check_time_range
 from processors.recovery.replay_progress import Progress
 from processors.recovery.replay_source import ArchiveSource
@@ -59,6 +67,12 @@ log = get_logger(__name__)
 
 _IN_FLIGHT = 5000
 _STOP_GRACE_S = 60.0
+_POLL_S = 0.5
+_CLEANUP_TIMEOUT_S = 60.0
+# Every topic name of the live settings; all of them are renamed, so the rebuild worker cannot touch a live
+# one even through a topic it does not use.
+_TOPIC_FIELDS = ("inbox", "fetch_requests", "fetch_results", "status", "state", "dlq", "fetch_cursors",
+                 "fetch_delayed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +86,12 @@ class RebuildTarget:
     def create(cls, live: Settings, state_dir: Path, stamp: str | None = None) -> RebuildTarget:
         stamp = stamp or f"{datetime.now(UTC):%Y%m%dt%H%M%S}-{uuid.uuid4().hex[:6]}"
         topics = live.topics
-        renamed = {name: f"rebuild-{stamp}.{getattr(topics, name)}"
-                   for name in ("inbox", "fetch_requests", "fetch_results", "status", "dlq", "fetch_cursors")}
+        renamed = {name: f"rebuild-{stamp}.{getattr(topics, name)}" for name in _TOPIC_FIELDS}
         keep_all = {"inbox_retention_ms": -1, "fetch_retention_ms": -1, "dlq_retention_ms": -1}
-        processor = live.processor.model_copy(update={"app_id": f"paystream-rebuild-{stamp}"})
+        processor = live.processor.model_copy(update={
+            "app_id": f"paystream-rebuild-{stamp}",
+            "freshness_gauges": False,  # nobody scrapes the rebuild worker
+        })
         settings = live.model_copy(update={
             "topics": topics.model_copy(update={**renamed, **keep_all}), "processor": processor,
             "state_dir": state_dir, "metrics_port": 0,  # the live processor may hold the metrics port
@@ -86,8 +102,13 @@ class RebuildTarget:
     def app_id(self) -> str:
         return self.settings.processor.app_id
 
+    @property
+    def inputs_topic(self) -> str:
+        return self.settings.processor.inputs_topic()
+
     def owns(self, topic: str) -> bool:
-        return topic in self.settings.topics.all_names() or topic.startswith(f"{self.app_id}-")
+        """Its ``rebuild-<stamp>.*`` topics and its app's internal and changelog topics."""
+        return topic.startswith(f"rebuild-{self.stamp}.") or is_internal_topic(topic, self.settings.processor)
 
 
 @dataclass(slots=True)
@@ -156,34 +177,24 @@ async def republish(live: Settings, target: RebuildTarget, store: ArchiveStore, 
     return done
 
 
-def worker_child() -> None:
-    """The child process (``python -c``): pickled settings on stdin, then the processor worker."""
-    # Trusted: the parent process wrote these bytes into a pipe only it holds.
-    settings = pickle.load(sys.stdin.buffer)  # noqa: S301
-    from processors.worker import run_processor  # imported here: faust is heavy, the parent never needs it
-
-    configure(settings.log_level, settings.log_format, process="rebuild-processor")
-    run_processor(settings, settings.processor)
-
-
 class RebuildWorker:
-    """``run_processor`` for the rebuild target in a child process, output into a log file. The settings
-    travel pickled on stdin — secrets included, never through argv or the environment, and the live
-    topic names in the operator's environment cannot leak into the child's configuration."""
+    """The rebuild's processor worker (:mod:`processors.recovery.rebuild_worker`) in a child process, its
+    output in ``<state dir>/processor.log``."""
 
     def __init__(self, target: RebuildTarget) -> None:
         self.log_path = target.settings.state_dir / "processor.log"
-        root = str(Path(__file__).resolve().parents[1])
+        # The source root, for a checkout that is not pip-installed; an installed paystream finds itself.
+        root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
                "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-c",
-                 "from processors.recovery.rebuild_processors import worker_child; worker_child()"],
+                [sys.executable, "-m", "processors.recovery.rebuild_worker"],
                 stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                cwd=target.settings.state_dir,
             )
         assert self.process.stdin is not None
-        self.process.stdin.write(pickle.dumps(target.settings))
+        self.process.stdin.write(settings_json(target.settings))
         self.process.stdin.close()
 
     def failed(self) -> str | None:
@@ -198,8 +209,9 @@ class RebuildWorker:
             return ""
 
     async def stop(self) -> int:
+        """SIGTERM: the worker commits its last checkpoint and leaves the group; killed after a grace."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # faust commits offsets and flushes changelogs
+            self.process.send_signal(signal.SIGTERM)
             try:
                 return await asyncio.to_thread(self.process.wait, _STOP_GRACE_S)
             except subprocess.TimeoutExpired:
@@ -210,54 +222,42 @@ class RebuildWorker:
 
 async def wait_processed(target: RebuildTarget, worker: RebuildWorker, total: int, *, stall_timeout_s: float,
                          progress: Progress) -> None:
-    """Until the rebuild group has committed every record of its inbox, fetch results and internal
-    observations topic (twice in a row: a stage still producing into the next topic is caught)."""
+    """Until the rebuild group has nothing left on its inbox, fetch results and internal topic twice in a row
+    (the second look catches a stage that was still producing into the next topic)."""
     topics = target.settings.topics
-    names = [topics.inbox, topics.fetch_results, target.settings.processor.observations_topic()]
-    sources = {topics.inbox, topics.fetch_results}
-    admin = AIOKafkaAdminClient(**connection_options(target.settings.kafka))
-    consumer = make_consumer(target.settings, group_id=None, client_suffix="rebuild-lag")
-    await admin.start()
-    await consumer.start()
-    try:
-        stable, shown, last_move = 0, 0, time.monotonic()
+    sources = (topics.inbox, topics.fetch_results)
+    watched = [*sources, target.inputs_topic]
+    async with GroupLag(target.settings, target.app_id) as probe:
+        stable, shown, moved, last_move = 0, 0, -1, time.monotonic()
         while stable < 2:
             if (why := worker.failed()) is not None:
                 raise InfrastructureError(f"{why}; its log ends with:\n{worker.log_tail()}")
-            existing = set(await admin.list_topics())  # faust creates the internal topic once it runs
-            partitions = [TopicPartition(name, p) for name in names if name in existing
-                          for p in range(topics.partitions)]
-            ends = await consumer.end_offsets(partitions)
-            committed = await admin.list_consumer_group_offsets(target.app_id)
-            at = {tp: committed[tp].offset if tp in committed else 0 for tp in partitions}
-            lag = {tp: ends[tp] - at[tp] for tp in partitions if at[tp] < ends[tp]}
-            done = min(total, sum(at[tp] for tp in partitions if tp.topic in sources))
+            lag = await probe.measure(watched)
+            done = min(total, sum(lag.committed.get(name, 0) for name in sources))
             if done > shown:
                 progress.advance(done - shown, done - shown)
-                shown, last_move = done, time.monotonic()
-            stable = 0 if lag else stable + 1
-            if lag and time.monotonic() - last_move > stall_timeout_s:
-                behind = {f"{tp.topic}/{tp.partition}": n for tp, n in lag.items()}
+                shown = done
+            if (position := sum(lag.committed.values())) != moved:
+                moved, last_move = position, time.monotonic()
+            stable = stable + 1 if lag.drained else 0
+            if not lag.drained and time.monotonic() - last_move > stall_timeout_s:
                 raise InfrastructureError(
-                    f"the rebuild processor committed nothing for {stall_timeout_s:.0f} s, lag {behind}; "
+                    f"the rebuild processor committed nothing for {stall_timeout_s:.0f} s, {lag.describe()}; "
                     f"its log ({worker.log_path}) ends with:\n{worker.log_tail()}"
                 )
-            await asyncio.sleep(0.5)
-    finally:
-        await consumer.stop()
-        await admin.close()
+            await asyncio.sleep(_POLL_S)
 
 
 async def count_outputs(target: RebuildTarget) -> tuple[int, Counter[str]]:
-    """Observations the rebuild worker derived, and its dead letters by reason."""
-    internal = target.settings.processor.observations_topic()
-    partitions = [TopicPartition(internal, p) for p in range(target.settings.topics.partitions)]
-    consumer = make_consumer(target.settings, group_id=None, client_suffix="rebuild-count")
-    await consumer.start()
-    try:
-        observations = sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
+    """Observations the rebuild worker derived (what its intake wrote to the internal topic, as committed),
+    and its dead letters by reason."""
+    observations = 0
+    async for record in read_to_end(target.settings, target.inputs_topic):
+        try:
+            item = payment_inputs.decode(record.value or b"")
+        except NormalizationError:
+            continue  # reconcile dead-lettered it: counted with the DLQ below
+        observations += isinstance(item, payment_inputs.ObservationInput)
     dead: Counter[str] = Counter()
     async for record in read_to_end(target.settings, target.settings.topics.dlq):
         reason = dict(record.headers or ()).get(ERROR_REASON, b"unknown")
@@ -265,17 +265,21 @@ async def count_outputs(target: RebuildTarget) -> tuple[int, Counter[str]]:
     return observations, dead
 
 
+def _cleanup_blocking(target: RebuildTarget, delete: bool) -> list[str]:
+    admin = KafkaAdmin(target.settings)
+    owned = [name for name in admin.topics() if target.owns(name)]
+    if delete:
+        # The group first: it has no members once the worker stopped (a killed one holds it until its
+        # session times out, which delete_group waits for).
+        admin.delete_group(target.app_id, timeout_s=_CLEANUP_TIMEOUT_S)
+        admin.delete_topics(owned, timeout_s=_CLEANUP_TIMEOUT_S)
+    return owned
+
+
 async def rebuild_topics(target: RebuildTarget, *, delete: bool) -> list[str]:
-    """The topics this rebuild created (its own and the worker's internal ones); deleted if ``delete``."""
-    admin = AIOKafkaAdminClient(**connection_options(target.settings.kafka))
-    await admin.start()
-    try:
-        owned = sorted(name for name in await admin.list_topics() if target.owns(name))
-        if owned and delete:
-            await admin.delete_topics(owned)
-        return owned
-    finally:
-        await admin.close()
+    """The topics this rebuild created (its own and the worker's internal ones); with ``delete``, they and
+    the rebuild's consumer group are deleted."""
+    return await asyncio.to_thread(_cleanup_blocking, target, delete)
 
 
 async def rebuild_through_processors(
@@ -299,12 +303,14 @@ async def rebuild_through_processors(
     stream = progress_stream or sys.stderr
     state_dir = Path(tempfile.mkdtemp(prefix="paystream-rebuild-"))
     target = RebuildTarget.create(settings, state_dir, stamp)
+    log.info("rebuild_started", app_id=target.app_id, topics=f"rebuild-{target.stamp}.*", state_dir=str(state_dir))
     worker: RebuildWorker | None = None
     try:
         await ensure_topics(target.settings)
+        # Started first: loading the engine takes seconds, and it may as well process while records arrive.
+        worker = RebuildWorker(target)
         sent = await republish(settings, target, store, since=since, until=until, providers=providers,
                                accounts=accounts, progress_stream=stream, show_progress=show_progress)
-        worker = RebuildWorker(target)
         progress = Progress(stream, total=sent.sent, unit="records", label="rebuild: process",
                             enabled=show_progress)
         try:

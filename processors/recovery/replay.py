@@ -2,9 +2,11 @@
 
 A replayed record is the original inbox envelope with ``replay`` set (when, and where it came from),
 republished to ``payments.inbox.v1`` under the SAME Kafka key (so it lands in the same partition as the
-original and the processors' dedupe by delivery id turns an already-applied delivery into a no-op) and
-with the same record headers. The original verification result is kept; ``--reverify`` checks the
-signature again against the current secrets first (see :mod:`processors.recovery.replay_reverify`).
+original) and with the same record headers. The processors do NOT dedupe replays by delivery id — a replay
+must re-apply after the processor state was lost — and turn them into ``source=replay`` observations; an
+already-applied one is a no-op all the same, because the join collapses identical content: replaying a
+range twice emits nothing the second time. The original verification result is kept; ``--reverify`` checks
+the signature again against the current secrets first (see :mod:`processors.recovery.replay_reverify`).
 
 Records that are themselves replays are skipped unless ``--include-replays``: the original is in the
 same archive, so replaying the copy again would only add noise.

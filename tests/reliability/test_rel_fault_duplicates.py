@@ -3,7 +3,7 @@ the whole range through processors/recovery/replay.py. One event per real transi
 
 The storm is what a provider's retries plus a load balancer's retries look like; the replay is what an
 incident responder does after an outage. Neither may add a status event: duplicates are dropped by the
-dedupe ledger, replayed records (which bypass the ledger on purpose) by the join.
+per-payment dedupe (delivery id, 31 days), replayed records (which bypass it on purpose) by the join.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from fault_harness import (
     worker_alive,
 )
 from http_harness import HarnessPki
-from processor_harness import processor_settings, start_worker, wait_drained
+from processor_harness import processor_settings, start_worker
 from reliability_harness import TALLY, fresh_topic_settings
 
 from paystream.config import Settings
+from processors.recovery.group_lag import wait_drained
 from processors.recovery.replay import ReplayOptions, replay
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
@@ -81,14 +82,14 @@ async def test_duplicate_storm_and_replay_emit_each_transition_once(
         stats = await drive(running, source, name="duplicate storm", rate=RATE, duration_s=len(source) / RATE)
         TALLY["faults injected"] += 1
         missing = await follower.wait_reflected(stats.acked, alive=worker_alive(worker))
-        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.observations_topic()])
+        lag = await wait_drained(settings, conf.app_id, [settings.topics.inbox, conf.inputs_topic()])
         assert not lag, lag + worker.log_tail()
         before_replay = len({event["id"] for event in follower.events})
 
         replayed = await replay(settings, ReplayOptions(source="kafka", since=started_at, progress=False))
         TALLY["faults injected"] += 1
         assert replayed.selected == len(stats.acked) + 1  # and the warm-up webhook
-        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.observations_topic()])
+        lag = await wait_drained(settings, conf.app_id, [settings.topics.inbox, conf.inputs_topic()])
         assert not lag, lag + worker.log_tail()
         await asyncio.sleep(1.0)
         events = list(follower.events)

@@ -30,7 +30,7 @@ from fault_harness import (
     worker_alive,
 )
 from http_harness import HarnessPki, counter_value, free_port
-from processor_harness import processor_settings, start_worker, wait_drained
+from processor_harness import processor_settings, start_worker
 from reliability_harness import TALLY, fresh_topic_settings
 
 from paystream.config import Settings
@@ -38,6 +38,7 @@ from paystream.kafka import connection_options, make_consumer
 from processors.recovery.archive import FlushPolicy, run_archiver
 from processors.recovery.archive_format import decode_object
 from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.group_lag import wait_drained
 from processors.recovery.replay import ReplayOptions, replay
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka, pytest.mark.s3]
@@ -113,7 +114,7 @@ async def test_s3_unavailable_under_load_archives_every_record_exactly_once(
         s3.thaw()
         stats = await load
         missing = await follower.wait_reflected(stats.acked, alive=worker_alive(worker))
-        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.observations_topic()])
+        lag = await wait_drained(settings, conf.app_id, [settings.topics.inbox, conf.inputs_topic()])
         assert not lag, lag + worker.log_tail()
 
         ends = await end_offsets(settings)
@@ -126,7 +127,7 @@ async def test_s3_unavailable_under_load_archives_every_record_exactly_once(
 
         before_replay = len({event["id"] for event in follower.events})
         replayed = await replay(settings, ReplayOptions(source="s3", since=started_at, progress=False), store=store)
-        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.observations_topic()])
+        lag = await wait_drained(settings, conf.app_id, [settings.topics.inbox, conf.inputs_topic()])
         assert not lag, lag + worker.log_tail()
         await asyncio.sleep(1.0)
         events = list(follower.events)

@@ -1,8 +1,8 @@
 """Expired and future timestamps, and replayed deliveries with a valid signature.
 
 Within the tolerance window a replay is indistinguishable from a provider's own retry, so it is accepted
-and published under the SAME inbox key (provider:account:delivery id): the processors' dedupe by that
-key makes it a no-op. Beyond the window it is 401. SNS messages carry no freshness rule by design
+and published under the SAME inbox key (provider:account:delivery id): the processors' per-payment dedupe
+by delivery id makes it a no-op. Beyond the window it is 401. SNS messages carry no freshness rule by design
 (ingest/providers/amazon_pay/sns.py: validity of the certificate at the message Timestamp); their
 MessageId is the dedupe key, and an IPN is thin (it can only cause a fetch).
 """
@@ -123,7 +123,7 @@ async def test_stripe_replay_within_the_window_is_accepted_under_the_same_inbox_
     await _accepted_twice(hostile_target, STRIPE, body, headers, key)
 
     inbox = Counter(k for k, _ in await read_inbox(hostile_target.running.settings))
-    assert inbox[key] == 2  # two records, one key: the processors' dedupe drops the second
+    assert inbox[key] == 2  # two records, one delivery id: the processors' dedupe drops the second
 
 
 async def test_standard_webhooks_replay_within_the_window_is_accepted_under_the_same_inbox_key(

@@ -21,6 +21,9 @@ from processors.recovery.rebuild import (
     rebuild,
     run_rebuild,
 )
+from processors.recovery.rebuild import (
+    observations as inputs_observations,
+)
 from schemas.envelopes import InboxEnvelope
 from schemas.join import PaymentState, advance
 from schemas.observation import Observation
@@ -71,7 +74,7 @@ def observations(settings: Settings) -> list[Observation]:
     return [
         item.observation
         for env in ARCHIVE
-        for item in builder.normalizer.inbox(env, datetime.now(UTC)).observations
+        for item in inputs_observations(builder.normalizer.inbox(env, datetime.now(UTC)))
     ]
 
 

@@ -1,5 +1,6 @@
 """`paystream rebuild --through-processors` against the real broker and the real moto S3 server: the
-archive of tests/processors/test_rebuild.py replayed through a real processor worker on temporary topics."""
+archive of test_rebuild.py replayed through a real Quix Streams processor worker on temporary topics, under a
+temporary app id whose consumer group, internal topic and changelog are gone afterwards."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from test_rebuild import publish_live, with_archive
 
 from paystream.config import Settings
 from paystream.kafka import connection_options
+from processors.recovery.app_state import wipe_app_state
 from processors.recovery.archive_store import ArchiveStore
 from processors.recovery.rebuild import DIFFERENCES_FOUND, add_rebuild_arguments, run_rebuild
 from processors.recovery.rebuild_diff import RebuildReport
 from processors.recovery.rebuild_processors import rebuild_through_processors
+from processors.settings import ProcessorSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 
@@ -31,6 +34,15 @@ async def topics_of(settings: Settings, stamp: str) -> list[str]:
     await admin.start()
     try:
         return sorted(name for name in await admin.list_topics() if stamp in name)
+    finally:
+        await admin.close()
+
+
+async def groups_of(settings: Settings, stamp: str) -> list[str]:
+    admin = AIOKafkaAdminClient(**connection_options(settings.kafka))
+    await admin.start()
+    try:
+        return sorted(group for group, _ in await admin.list_consumer_groups() if stamp in group)
     finally:
         await admin.close()
 
@@ -86,7 +98,9 @@ async def test_through_processors_deletes_its_temporary_topics(
 
     assert report.kept_topics == []
     assert await topics_of(settings, stamp) == []
+    assert await groups_of(settings, stamp) == []
     assert len(report.rebuilt) == 2  # the worker did run on those topics
+    assert report.observations == 4
 
 
 async def test_through_processors_keep_leaves_the_temporary_topics(
@@ -98,12 +112,16 @@ async def test_through_processors_keep_leaves_the_temporary_topics(
     report = await rebuild_diff(settings, store, stamp, keep=True)
 
     left = await topics_of(settings, stamp)
+    app = ProcessorSettings(app_id=f"paystream-rebuild-{stamp}")
+    await wipe_app_state(settings, app)  # the group and the internal topics
     admin = AIOKafkaAdminClient(**connection_options(settings.kafka))
     await admin.start()
     try:
-        await admin.delete_topics(left)
+        await admin.delete_topics([name for name in left if name.startswith(f"rebuild-{stamp}.")])
     finally:
         await admin.close()
     assert report.kept_topics == left
-    assert f"rebuild-{stamp}.{settings.topics.status}" in left
-    assert f"paystream-rebuild-{stamp}-payments-changelog" in left
+    assert {f"rebuild-{stamp}.{name}" for name in settings.topics.all_names()} <= set(left)
+    assert app.inputs_topic() in left
+    changelogs = [name for name in left if name.startswith(f"changelog__{app.app_id}--")]
+    assert changelogs == [f"changelog__{app.app_id}--{app.inputs_topic()}--default"]

@@ -3,10 +3,15 @@
 The scenario, on the real broker and the real moto S3 server: signed pushes from three providers go
 through the providers' own verifiers into envelopes built exactly as ingest builds them, a processor
 worker turns them into status events, and the archiver copies the inbox to S3. Then everything the
-processors own is lost — the worker stops, its consumer group is deleted and so are its topics (changelogs
-of the payment, schedule and dedupe tables, the internal observations topic), its state directory is
-not reused — and the inbox's retained records are gone too (``DeleteRecords`` up to the end: what
-retention does to a delivery older than 14 days). ``paystream replay`` from S3 is then the only source.
+processor app owns is lost (:func:`processors.recovery.app_state.wipe_app_state`) — the worker stops, its
+consumer group is deleted, so are its internal topic ``<app id>-payment-inputs`` and its state changelog
+``changelog__<app id>--…`` and its local RocksDB directory — and the inbox's retained records are gone too
+(``DeleteRecords`` up to the end: what retention does to a delivery older than 14 days). ``paystream replay``
+from S3 is then the only source.
+
+Replays bypass the per-payment dedupe on purpose (they must re-apply after exactly this kind of wipe), so the
+provider retries in the archive are applied again too: the join collapses identical content, so they add no
+event. For the same reason a second replay of the same range, onto the restored state, emits nothing.
 
 The Kafka-source variant of "replaying a range twice emits nothing" runs under load in
 tests/reliability/test_rel_fault_duplicates.py; here the second replay is the S3 one, after the restore.
@@ -25,14 +30,11 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
-from aiokafka.protocol.admin import DeleteGroupsRequest
 from processor_harness import (
     events_of,
     processor_settings,
-    read_until,
     send_inbox,
     start_worker,
-    wait_drained,
 )
 from pydantic import SecretStr
 
@@ -42,10 +44,12 @@ from ingest.providers import PUSH_PROVIDERS
 from ingest.providers.signers import adyen_batch, sign_adyen_item, sign_standard, sign_stripe
 from paystream.config import AccountConfig, Settings
 from paystream.kafka import connection_options, make_consumer
+from processors.recovery.app_state import local_state_dir, wipe_app_state
 from processors.recovery.archive import FlushPolicy, run_archiver
 from processors.recovery.archive_format import decode_object
 from processors.recovery.archive_store import ArchiveStore
-from processors.recovery.rebuild_diff import Snapshot, read_live_status
+from processors.recovery.group_lag import wait_drained
+from processors.recovery.rebuild_diff import Snapshot, read_live_status, read_to_end
 from processors.recovery.replay import ReplayOptions, replay
 from processors.settings import ProcessorSettings
 from schemas.envelopes import InboxEnvelope, to_rfc3339
@@ -140,27 +144,16 @@ async def verified_envelopes() -> list[InboxEnvelope]:
 
 
 async def wipe_processor_state(settings: Settings, conf: ProcessorSettings) -> None:
-    """Delete the worker's consumer group and every topic it owns, and empty the inbox (retention gone)."""
+    """Wipe the app (group, internal and changelog topics, local state), and empty the inbox (retention gone)."""
+    local = local_state_dir(settings, conf.app_id)
+    assert local.is_dir(), f"the worker kept no state at {local}"  # the state we mean to lose exists
+    wiped = await wipe_app_state(settings, conf)
+    assert wiped.group_deleted
+    assert wiped.topics == sorted([conf.inputs_topic(), f"changelog__{conf.app_id}--{conf.inputs_topic()}--default"])
+    assert wiped.state_dir == local and not local.exists()
     admin = AIOKafkaAdminClient(**connection_options(settings.kafka))
     await admin.start()
     try:
-        owned = [name for name in await admin.list_topics() if name.startswith(f"{conf.app_id}-")]
-        assert f"{conf.app_id}-payments-changelog" in owned, owned  # the state we mean to lose exists
-        await admin.delete_topics(owned)
-        coordinator = await admin.find_coordinator(conf.app_id)
-        for _ in range(60):  # GROUP_NOT_EMPTY (68) until the stopped worker's membership is gone
-            response = await admin._send_request_to_node(coordinator, DeleteGroupsRequest([conf.app_id]))
-            if response.results[0][1] == 0:
-                break
-            await asyncio.sleep(0.5)
-        else:
-            raise AssertionError(f"could not delete group {conf.app_id}: {response.results}")
-        for _ in range(120):  # topic deletion completes asynchronously; faust recreates them at start
-            if not [name for name in await admin.list_topics() if name.startswith(f"{conf.app_id}-")]:
-                break
-            await asyncio.sleep(0.5)
-        else:
-            raise AssertionError("the worker's topics were not deleted")
         inbox = [TopicPartition(settings.topics.inbox, p) for p in range(settings.topics.partitions)]
         ends = await end_offsets(settings, inbox)
         await admin.delete_records({tp: RecordsToDelete(ends[tp]) for tp in inbox if ends[tp]})
@@ -214,41 +207,42 @@ def wipe_settings(kafka_settings: Settings, s3_endpoint: str, s3_bucket: str,
 async def test_replay_after_the_state_was_wiped_restores_the_final_statuses(
     wipe_settings: Settings, tmp_path: Path
 ) -> None:
-    settings = wipe_settings
+    # The harness's worker keeps its state under <log dir>/state: the wipe must find it there.
+    settings = wipe_settings.model_copy(update={"state_dir": tmp_path / "state"})
     store = ArchiveStore(settings.s3, aws_access_key_id="test", aws_secret_access_key="test")
     conf = processor_settings()
-    watched = [settings.topics.inbox, conf.observations_topic()]
+    watched = [settings.topics.inbox, conf.inputs_topic()]
     envelopes = await verified_envelopes()
     assert len(envelopes) == len(PUSHES)
 
-    (tmp_path / "before").mkdir()
-    (tmp_path / "after").mkdir()  # a fresh state directory: nothing local survives the wipe either
-    worker = start_worker(settings, conf, tmp_path / "before", name="before")
+    worker = start_worker(settings, conf, tmp_path, name="before")
     try:
         await send_inbox(settings, envelopes + envelopes[:2])  # two provider retries: deduped
-        lag = await wait_drained(settings, conf, watched)
+        lag = await wait_drained(settings, conf.app_id, watched)
         assert lag == "", f"{lag}\n{worker.log_tail()}"
     finally:
         assert worker.stop() == 0, worker.log_tail()
     before = await read_live_status(settings)
     assert set(before) == PAYMENTS
     wiped_at = await end_offsets(settings, status_partitions(settings))
+    assert sum(wiped_at.values()) > 0
 
     await archive_inbox(settings, store, len(envelopes) + 2)
     await wipe_processor_state(settings, conf)
 
     first = await replay(settings, ReplayOptions(progress=False, reverify=True), store=store)
     assert (first.selected, dict(first.reverify_failed)) == (len(envelopes) + 2, {})
-    worker = start_worker(settings, conf, tmp_path / "after", name="after")
+    worker = start_worker(settings, conf, tmp_path, name="after")  # same state dir, now empty
     try:
-        lag = await wait_drained(settings, conf, watched)
+        lag = await wait_drained(settings, conf.app_id, watched)
         assert lag == "", f"{lag}\n{worker.log_tail()}"
         restored_at = await end_offsets(settings, status_partitions(settings))
 
         second = await replay(settings, ReplayOptions(progress=False), store=store)
         assert second.selected == first.selected
-        lag = await wait_drained(settings, conf, watched)
+        lag = await wait_drained(settings, conf.app_id, watched)
         assert lag == "", f"{lag}\n{worker.log_tail()}"
+        await asyncio.sleep(1.0)  # an event emitted after the drain would show now
         assert await end_offsets(settings, status_partitions(settings)) == restored_at, \
             "the second replay of the same range emitted status events"
     finally:
@@ -256,13 +250,15 @@ async def test_replay_after_the_state_was_wiped_restores_the_final_statuses(
 
     after = await read_live_status(settings)  # the last event per payment: the restored ones come last
     assert after == before
-    total_after = sum(restored_at.values())
-    records = await read_until(settings, settings.topics.status, lambda found: len(found) >= total_after)
+    records = [record async for record in read_to_end(settings, settings.topics.status)]
     restored = [event for record, event in zip(records, events_of(records), strict=True)
                 if record.offset >= wiped_at[TopicPartition(record.topic, record.partition)]]
     assert {event["subject"] for event in restored} == PAYMENTS
     # DESIGN §4.3: `source` is the deciding observation's; every one of them came from the replay.
     assert {event["data"]["source"] for event in restored} == {"replay"}
+    for payment in PAYMENTS:  # no gaps (the wiped state knew no sequence: it starts again)
+        sequences = [event["data"]["sequence"] for event in restored if event["subject"] == payment]
+        assert sequences == list(range(sequences[0], sequences[0] + len(sequences))), (payment, sequences)
     last_restored: dict[str, Snapshot] = {}
     for event in restored:
         last_restored[event["subject"]] = Snapshot.from_event_data(event["data"])
