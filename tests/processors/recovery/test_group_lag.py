@@ -29,6 +29,15 @@ async def create_topics(settings: Settings, *names: str) -> None:
         await admin.close()
 
 
+async def delete_topics(settings: Settings, *names: str) -> None:
+    admin = AIOKafkaAdminClient(**connection_options(settings.kafka))
+    await admin.start()
+    try:
+        await admin.delete_topics(list(names))
+    finally:
+        await admin.close()
+
+
 async def commit(settings: Settings, group: str, offsets: dict[TopicPartition, int]) -> None:
     consumer = make_consumer(settings, group_id=group, client_suffix="test-commit")
     await consumer.start()
@@ -60,22 +69,26 @@ async def test_markers_and_aborted_records_after_the_committed_offset_are_not_la
     group = f"test-lag-{uuid.uuid4().hex[:10]}"
     tp = TopicPartition(topic, 0)
     await create_topics(kafka_settings, topic)
-    await transactional_topic(kafka_settings, topic)
+    try:
+        await transactional_topic(kafka_settings, topic)
 
-    await commit(kafka_settings, group, {tp: 3})  # after the last committed record
-    async with GroupLag(kafka_settings, group) as probe:
-        first = await probe.measure([topic])
-        second = await probe.measure([topic])
-    assert first.behind == {tp: 4}  # end 7 - committed 3, not yet probed: the offset may still move
-    assert second.drained, second.describe()
-    assert await wait_drained(kafka_settings, group, [topic], timeout_s=20) == ""
+        await commit(kafka_settings, group, {tp: 3})  # after the last committed record
+        async with GroupLag(kafka_settings, group) as probe:
+            first = await probe.measure([topic])
+            second = await probe.measure([topic])
+        assert first.behind == {tp: 4}  # end 7 - committed 3, not yet probed: the offset may still move
+        assert second.drained, second.describe()
+        assert await wait_drained(kafka_settings, group, [topic], timeout_s=20) == ""
 
-    await commit(kafka_settings, group, {tp: 1})  # two committed records left
-    async with GroupLag(kafka_settings, group) as probe:
-        await probe.measure([topic])
-        behind = await probe.measure([topic])
-    assert behind.behind == {tp: 6}
-    assert behind.committed == {topic: 1}
+        await commit(kafka_settings, group, {tp: 1})  # two committed records left
+        async with GroupLag(kafka_settings, group) as probe:
+            await probe.measure([topic])
+            behind = await probe.measure([topic])
+        assert behind.behind == {tp: 6}
+        assert behind.committed == {topic: 1}
+    finally:
+        await wipe_app_state(kafka_settings, ProcessorSettings(app_id=group))  # the group
+        await delete_topics(kafka_settings, topic)
 
 
 async def test_a_missing_topic_is_never_drained(kafka_settings: Settings) -> None:
