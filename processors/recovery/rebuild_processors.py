@@ -190,8 +190,8 @@ class RebuildWorker:
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "processors.recovery.rebuild_worker"],
+                # The operator's working directory: relative paths in the settings (file: secrets, CA) still hold.
                 stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                cwd=target.settings.state_dir,
             )
         assert self.process.stdin is not None
         self.process.stdin.write(settings_json(target.settings))
