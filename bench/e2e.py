@@ -259,7 +259,10 @@ def run(rates: tuple[int, ...] = RATES, seconds: float = SECONDS) -> dict[str, A
     try:
         processes["ingest"] = harness.spawn(bench, [sys.executable, "-m", "paystream.cli", "ingest", "--port",
                                                     str(port)], "ingest")
-        processes["processor"] = harness.start_processor(bench, bench.processor_settings(), "processor")
+        probes = _free_port()  # the worker's /readyz: in its group with its partitions, before any load
+        with_probes = harness.Run(bench.tag, bench.settings.model_copy(update={"metrics_port": probes}),
+                                  bench.scratch, bench.env)
+        processes["processor"] = harness.start_processor(with_probes, bench.processor_settings(), "processor")
         watch_spec = bench.scratch / "watch.json"
         arrivals = Arrivals(bench.scratch / "arrivals.txt")
         watch_spec.write_text(json.dumps({"settings": json.loads(bench.settings.model_dump_json()),
@@ -268,6 +271,9 @@ def run(rates: tuple[int, ...] = RATES, seconds: float = SECONDS) -> dict[str, A
                                              "watcher")
         if not harness.wait_until(lambda: _ready(f"http://127.0.0.1:{port}/readyz"), 60, alive=processes["ingest"]):
             raise RuntimeError(f"ingest not ready:\n{harness.log_tail(bench, 'ingest')}")
+        if not harness.wait_until(lambda: _ready(f"http://127.0.0.1:{probes}/readyz"), 120,
+                                  alive=processes["processor"]):
+            raise RuntimeError(f"processor not ready:\n{harness.log_tail(bench, 'processor')}")
         # Warm-up: until its events come through, the worker has joined its group and created its topics.
         warm = _latencies(_offer(bench, port, WARMUP_RATE, WARMUP_S, "warmup"), arrivals, list(processes.values()))
         if warm["events_missing"]:

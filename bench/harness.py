@@ -87,14 +87,15 @@ def quiet_client_logs() -> None:
 # --- subprocesses -------------------------------------------------------------------------------------
 
 
-def start_processor(run: Run, conf: Any, name: str, *, profile: Path | None = None) -> subprocess.Popen[bytes]:
+def start_processor(run: Run, conf: Any, name: str, *, profile: Path | None = None,
+                    floor: bool = False) -> subprocess.Popen[bytes]:
     """``paystream process`` as its own process (processors.worker.run_processor), output to a log file."""
     spec = run.scratch / f"{name}.json"
     # Each worker its own state directory (a crashed run's leftovers never meet the next one).
     settings = run.settings.model_copy(update={"state_dir": run.scratch / f"state-{name}"})
     spec.write_text(json.dumps({"settings": json.loads(settings.model_dump_json()),
                                 "processor": json.loads(conf.model_dump_json()),
-                                "profile": str(profile) if profile else None}))
+                                "profile": str(profile) if profile else None, "floor": floor}))
     return spawn(run, [sys.executable, "-m", "bench.processors", "worker", str(spec)], name)
 
 

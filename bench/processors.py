@@ -72,9 +72,30 @@ def serve_worker(spec_file: Path) -> None:
     settings = Settings.model_validate(spec["settings"])
     conf = ProcessorSettings.model_validate(spec["processor"])
     configure(settings.log_level, "json", process="bench-processor")
+    if spec.get("floor"):
+        _engine_floor_stages()
     if spec.get("profile"):
         _profile_on_signals(Path(spec["profile"]))
     run_processor(settings, conf)
+
+
+def _engine_floor_stages() -> None:
+    """Replace the two stages' functions with ones that only move bytes, keeping every engine operation of the
+    real ones per delivery: one internal record out of intake; in reconcile one state read and write and two
+    outputs (status, state). What is left is the engine's own cost for this topology (bench only)."""
+    from processors import topology
+
+    def intake(self: Any, value: bytes, key: bytes | None, _ts: int, _headers: Any) -> list[Any]:
+        return [topology.Output(self.topics.inputs, key, value[:1024])]
+
+    def reconcile(self: Any, value: bytes, key: bytes, _ts: int, _headers: Any, state: Any) -> list[Any]:
+        state.get_bytes(topology.RECORD)
+        state.set_bytes(topology.RECORD, value)
+        return [topology.Output(self.topics.status, key, value, [("content-type", b"application/json")]),
+                topology.Output(self.topics.state, key, value, [("content-type", b"application/json")])]
+
+    topology.Stages.inbox = intake  # type: ignore[method-assign]
+    topology.Stages.reconcile = reconcile  # type: ignore[method-assign]
 
 
 def _profile_on_signals(out: Path) -> None:
@@ -315,6 +336,15 @@ def _own_outputs(bench: harness.Run, label: str) -> harness.Run:
     return harness.Run(bench.tag, bench.settings.model_copy(update={"topics": topics}), bench.scratch, bench.env)
 
 
+def _floor_run(bench: harness.Run, expected: int) -> dict[str, Any]:
+    """The engine alone: the same topology and settings (exactly-once), stage functions that only move bytes."""
+    conf = bench.processor_settings(app_id=f"{bench.tag}-floor")
+    worker = harness.start_processor(bench, conf, "processor-floor", floor=True)
+    outcome, _ = _measure(bench, worker, "processor-floor", bench.settings.topics.status, expected, _key_identity)
+    outcome["exit_code"] = harness.stop(worker)
+    return outcome
+
+
 def _processor_run(bench: harness.Run, guarantee: str, expected: int, steps: dict[str, int]) -> dict[str, Any]:
     label = guarantee.replace("-", "")
     conf = bench.processor_settings(app_id=f"{bench.tag}-{label}", processing_guarantee=guarantee)
@@ -370,6 +400,12 @@ def run(payments: int = PAYMENTS, *, profile_if_short: bool = True) -> dict[str,
             if "cpu_us_per_record" in outcome and "cpu_us_per_record" in base:
                 outcome["cpu_ratio"] = round(base["cpu_us_per_record"] / outcome["cpu_us_per_record"], 3)
             results["processor" if guarantee == "exactly-once" else "processor_at_least_once"] = outcome
+        # 3. the engine's own floor on this topology, for where the time goes
+        floor = _floor_run(_own_outputs(bench, "floor"), expected)
+        floor["ratio"] = round(floor["per_s"] / base["per_s"], 3)
+        if "cpu_us_per_record" in floor and "cpu_us_per_record" in base:
+            floor["cpu_ratio"] = round(base["cpu_us_per_record"] / floor["cpu_us_per_record"], 3)
+        results["engine_floor"] = floor
         results["ratio"] = results["processor"]["ratio"]
         if "cpu_ratio" in results["processor"]:
             results["cpu_ratio"] = results["processor"]["cpu_ratio"]
@@ -426,6 +462,12 @@ def table(results: dict[str, Any]) -> str:
         if not proc["complete"]:
             lines.append(f"  output INCOMPLETE: {proc['distinct_outputs']}/{results['inputs']} distinct events "
                          f"({proc['stopped_because']}); rate is over what arrived")
+    if "engine_floor" in results:
+        floor = results["engine_floor"]
+        label = "engine floor (stages move bytes only)"
+        lines.append(f"{label:<40}{floor['per_s']:>8.0f}{floor['ratio']:>7.2f}"
+                     f"{floor.get('cpu_us_per_record', nan):>11.0f}{floor.get('cpu_ratio', nan):>10.2f}"
+                     f"{floor['peak_rss_mib'] or 0:>9.0f}")
     lines.append(f"goal ratio >= {results['goal']} (exactly-once): "
                  f"{'met' if results['ratio'] >= results['goal'] else 'NOT met'}")
     if "profile" in results:

@@ -174,19 +174,34 @@ def build_application(settings: Settings, conf: ProcessorSettings, readiness: Re
         processing_guarantee=conf.processing_guarantee,
         commit_interval=conf.commit_interval_s,
         commit_every=conf.commit_every,
+        # The engine checks for a due checkpoint between polls: a poll that waits its default 1 s for a record
+        # that does not come holds the commit (and the visibility of what was processed) that long.
+        consumer_poll_timeout=min(conf.commit_interval_s / 2, 0.1),
         state_dir=state_dir,
         loglevel=None,  # the quixstreams logger goes through paystream.logs like every stdlib logger
         consumer_extra_config={
             "session.timeout.ms": int(conf.session_timeout_s * 1000),
             "heartbeat.interval.ms": int(min(3.0, conf.session_timeout_s / 3) * 1000),
             "statistics.interval.ms": STATS_INTERVAL_MS,
+            # read_committed fetches of the internal topic only see records once the intake's transaction
+            # commits; a short broker-side wait keeps the second stage from idling behind it.
+            "fetch.wait.max.ms": 50,
             "stats_cb": readiness.observe,
         },
         producer_extra_config={
             # Unique per process (fencing of a zombie worker goes through the consumer group's generation,
             # KIP-447), prefixed with the app id so one ACL prefix grants every worker its transactions.
             "transactional.id": f"{conf.app_id}-{uuid.uuid4()}",
-            "linger.ms": kafka.linger_ms,
+            # A killed worker's open transaction keeps every partition it wrote to frozen for read_committed
+            # readers (fulfillment included) until the broker aborts it: after this long, not the 60 s default.
+            "transaction.timeout.ms": 10_000,
+            # Outputs only become visible when their checkpoint commits (and the commit flushes the producer), so
+            # a longer linger costs no latency; it saves the broker-thread wake-up (a syscall) librdkafka makes
+            # for nearly every record when batches close after 2 ms.
+            "linger.ms": max(kafka.linger_ms, 20),
+            # The Java client's partitioner (murmur2), as aiokafka's: ingest and the fetcher put a payment's
+            # records in the same partition as the processor does.
+            "partitioner": "murmur2_random",
             "message.max.bytes": kafka.max_request_size,
             "request.timeout.ms": kafka.request_timeout_ms,
         },
