@@ -4,7 +4,7 @@
 2. prepares throw-away demo keys (deploy/local/demo_material.py) and starts the local test provider;
 3. runs `paystream run` (ingest, process, fetch, archive + the status stream in the foreground);
 4. starts the demo traffic generator once ingest is ready.
-Ctrl-C stops everything it started, the stack included.
+Ctrl-C stops everything it started (the stack too, unless it was already running).
 """
 
 from __future__ import annotations
@@ -73,11 +73,17 @@ def main() -> int:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     stack = [PYTHON, str(HERE / "stack.py")]
+    # A stack that was already running (`make stack-up`, another checkout's tests) is left running at exit.
+    was_running = subprocess.run([*stack, "status"], cwd=ROOT, check=False,
+                                 capture_output=True).returncode == 0
     if subprocess.run([*stack, "start"], cwd=ROOT, check=False).returncode != 0:
-        subprocess.run([*stack, "stop"], cwd=ROOT, check=False)
+        if not was_running:
+            subprocess.run([*stack, "stop"], cwd=ROOT, check=False)
         return 1
     material = demo_material.prepare()
-    env = {**os.environ, **material.env}
+    # moto accepts any credentials; `make run` exports these too, so running this file directly works alike.
+    moto_credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {**moto_credentials, **os.environ, **material.env}
     log_dir = ROOT / ".local" / "run"
     log_dir.mkdir(parents=True, exist_ok=True)
     provider = pipeline = traffic = None
@@ -109,7 +115,8 @@ def main() -> int:
             signal.signal(signum, signal.SIG_IGN)
         for process in (traffic, pipeline, provider):
             stop(process)
-        subprocess.run([*stack, "stop"], cwd=ROOT, check=False)
+        if not was_running:
+            subprocess.run([*stack, "stop"], cwd=ROOT, check=False)
 
 
 if __name__ == "__main__":
