@@ -46,6 +46,7 @@ from http_harness import (  # noqa: E402
 )
 from processor_harness import (  # noqa: E402
     Worker,
+    drop_topics,
     fresh_settings,
     processor_settings,
     read_all,
@@ -168,6 +169,7 @@ async def running_pipeline(base: Settings, folder: Path, *, partitions: int = 3)
         settings = settings.model_copy(update={"accounts": _accounts(settings, double.url, folder)})
 
         conf = processor_settings(poll_schedule_s=NO_STALE_POLLS)
+        stack.push_async_callback(drop_topics, settings, conf.app_id)  # the last thing done
         worker = start_worker(settings, conf, folder)
         stack.callback(_stopped, worker)
         stop_fetching = asyncio.Event()

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from processor_harness import fresh_settings, produce
+from processor_harness import drop_topics, fresh_settings, produce
 
 from paystream.config import PROVIDERS, Settings
 from paystream.metrics import OLDEST_NON_TERMINAL_AGE, STALE_PAYMENTS
@@ -156,4 +156,5 @@ async def test_following_the_state_topic_indexes_its_latest_records(base_setting
     finally:
         stop.set()
         await asyncio.wait_for(follower, 30)
+        await drop_topics(settings)
     assert index.waiting == {key: Waiting("stripe", T0.timestamp(), T0.timestamp()) for key in (pending[0], late[0])}

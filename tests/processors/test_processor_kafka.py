@@ -25,6 +25,7 @@ from processor_harness import (
     adyen_item,
     adyen_lifecycle,
     delivery_id_in,
+    drop_topics,
     envelope,
     events_of,
     fresh_settings,
@@ -106,6 +107,7 @@ async def running(base_settings: Settings, kafka_bootstrap: str,
     worker = start_worker(settings, conf, tmp_path_factory.mktemp("processor"))
     yield Running(settings, conf, worker)
     code = worker.stop()
+    await drop_topics(settings, conf.app_id)
     assert code == 0, worker.log_tail()
 
 

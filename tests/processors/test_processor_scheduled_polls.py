@@ -28,6 +28,7 @@ import pytest
 from e2e_pipeline import demo_traffic as demo
 from fault_harness import FetcherProcess
 from processor_harness import (
+    drop_topics,
     envelope,
     fresh_settings,
     processor_settings,
@@ -165,5 +166,6 @@ async def test_a_scheduled_poll_survives_a_fetcher_sigkill_fires_and_arms_the_ne
         await eventually(holds_poll_two, within_s=30, what="poll 2 alone in the delay store", logs=logs)
     finally:
         codes = [process.stop() for process in (worker, *fetchers)]
+        await drop_topics(settings, conf.app_id)
     assert codes[0] == 0, worker.log_tail()
     assert codes[-1] == 0, fetchers[-1].log_tail()

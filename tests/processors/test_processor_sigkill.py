@@ -34,6 +34,7 @@ from processor_harness import (
     Worker,
     adyen_lifecycle,
     by_payment,
+    drop_topics,
     events_of,
     fresh_settings,
     processor_settings,
@@ -169,6 +170,7 @@ async def test_sigkill_mid_stream_loses_and_duplicates_no_event_and_no_poll(
         dead = await read_all(settings, topics.dlq)
     finally:
         code = third.stop()
+        await drop_topics(settings, conf.app_id)
     print(f"committed at the kills: {at_first_kill} status events, {at_second_kill} fetch requests")
     assert code == 0, third.log_tail()
     assert not lag, lag + "\n" + third.log_tail()

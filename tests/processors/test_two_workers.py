@@ -27,6 +27,7 @@ import orjson
 import pytest
 from processor_harness import (
     Worker,
+    drop_topics,
     envelope,
     events_of,
     group_assignment,
@@ -233,6 +234,8 @@ async def test_two_workers_sharing_the_partitions_produce_what_one_worker_produc
         still = await held(two, conf_two, clients, shared_topics)
     finally:
         codes = [worker.stop() for worker in workers]
+        await drop_topics(one, conf_one.app_id)
+        await drop_topics(two, conf_two.app_id)
     assert codes == [0, 0, 0], f"exit codes {codes}\n{logs(workers)}"
     assert all(shared(parts) for parts in still.values()), f"assignment after the run: {still}\n{logs(pair)}"
 
