@@ -79,6 +79,7 @@ def build_event(state: PaymentState, emitted_at: datetime) -> dict[str, Any]:
     if state.status is None or state.sequence < 1 or state.occurred_at is None:
         raise ValueError(f"{state.payment_key}: nothing to emit ({state.status=}, {state.sequence=})")
     key = state.payment_key
+    occurred_at = format_time(state.occurred_at)
     data = {
         "payment_key": key,
         "provider": state.provider,
@@ -98,7 +99,7 @@ def build_event(state: PaymentState, emitted_at: datetime) -> dict[str, Any]:
         "reason_code": state.reason_code,
         "source": None if state.source is None else str(state.source),
         "evidence": list(state.evidence),
-        "occurred_at": format_time(state.occurred_at),
+        "occurred_at": occurred_at,
         "observed_at": _time_or_none(state.observed_at),
         "emitted_at": format_time(emitted_at),
     }
@@ -110,7 +111,7 @@ def build_event(state: PaymentState, emitted_at: datetime) -> dict[str, Any]:
         "subject": key,
         # CloudEvents `time` is when the occurrence happened: the provider time of the deciding
         # observation (keeps everything but data.emitted_at identical when reprocessed).
-        "time": format_time(state.occurred_at),
+        "time": occurred_at,
         "datacontenttype": DATA_CONTENT_TYPE,
         "dataschema": EVENT_DATASCHEMA,
         "data": data,
