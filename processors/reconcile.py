@@ -31,7 +31,8 @@ from processors.payment_record import PaymentRecord, is_duplicate, remember
 from processors.providers import AGREEMENT_OBJECT_TYPES, PUSHING
 from processors.scheduling import PollChain, PollSchedule, next_poll, poll_request
 from schemas.envelopes import FetchRequest
-from schemas.join import PaymentState, advance
+from schemas.join import PaymentState, Retained, advance
+from schemas.observation import Observation
 from schemas.status import ObjectKind, PaymentStatus, Source
 
 # Payments in these statuses (or with no status yet: parked, or only registered) wait for news and are polled
@@ -48,6 +49,20 @@ class Reconciled:
     changed: bool = False  # the record must be stored
     event: dict[str, Any] | None = None  # the status event to emit (and the payment's new current state)
     fetch_requests: list[FetchRequest] = field(default_factory=list)
+
+
+def _is_news(prev: PaymentState | None, state: PaymentState, obs: Observation) -> bool:
+    """Whether ``obs`` told the payment something it did not know: news restarts the stale-poll chain.
+
+    A redelivery only adds evidence (the join collapses it: no new group). A poll that reads what a push
+    already said is a new group for the join (the source is part of its content) but no news: the facts
+    — provider time, status, word, amounts, references — are ones the payment already had."""
+    if len(state.retained) <= (len(prev.retained) if prev is not None else 0):
+        return False
+    if prev is None:
+        return True
+    new = Retained.of(obs).facts()
+    return not any(group.occurred_at == obs.occurred_at and group.facts() == new for group in prev.retained)
 
 
 def _identity(item: PaymentInput) -> tuple[str, str, str, str, str]:
@@ -94,10 +109,7 @@ class Reconciler:
         result = Reconciled(PaymentRecord(record.first_seen, step.state, seen, record.chain), changed=True,
                             event=step.event)
         self._count_observation(prev, item, step.state, step.duplicate, step.stale, step.event is not None, now)
-        # News is a content the payment did not have yet (a redelivery, or a poll that sees the same thing,
-        # only adds evidence): it restarts the stale-poll chain.
-        news = len(step.state.retained) > (len(prev.retained) if prev is not None else 0)
-        if news:
+        if _is_news(prev, step.state, obs):
             self._restart(result, item, since=obs.observed_at.timestamp(), now=now)
         return result
 

@@ -92,6 +92,11 @@ class Retained:
         return (self.occurred_at, self.status, self.provider_status, self.source, self.reason_code,
                 self.amount, self.currency, self.order_ref, self.captures, self.refunds)
 
+    def facts(self) -> tuple[object, ...]:
+        """:meth:`content` without the source: what was observed, whoever observed it."""
+        return (self.occurred_at, self.status, self.provider_status, self.reason_code, self.amount, self.currency,
+                self.order_ref, self.captures, self.refunds)
+
     def order_key(self) -> tuple[datetime, int, str, bytes]:
         return (*self.short_order_key(), self.content_bytes())
 

@@ -356,9 +356,6 @@ def test_an_outcome_ends_the_chain() -> None:
     assert record.chain is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: a stale poll that finds the status a push already reported is taken for news (the join's "
-    "content includes the source), so the chain restarts at poll 1 instead of arming poll 2"))
 def test_a_poll_that_confirms_the_pushed_status_arms_the_next_poll() -> None:
     clock = Clock()
     engine = FakeEngine(stages(clock))

@@ -231,12 +231,23 @@ def test_news_after_the_first_gap_restarts_the_chain_and_an_outcome_ends_it() ->
     assert stale_requests(captured) == [] and captured.record.chain is None
 
 
-def test_a_poll_that_sees_nothing_new_is_not_news() -> None:
+def test_a_poll_that_reads_what_a_push_said_is_not_news() -> None:
     rec = reconciler()
     first = rec(None, pushed(PaymentStatus.PENDING, "e1", 0), T0)
-    same = ObservationInput(obs(PaymentStatus.PENDING, "f1", 0, Source.PUSH), None, "stale")
+    same = ObservationInput(obs(PaymentStatus.PENDING, "f1", 0, Source.POLL), None, "stale")
     again = rec(first.record, same, T0 + timedelta(seconds=61))
+    # A new group for the join (the source differs) but the same facts: the chain is left as it was.
+    assert again.record.state is not None and len(again.record.state.retained) == 2
     assert stale_requests(again) == [] and again.record.chain == first.record.chain
+
+
+def test_a_poll_that_reads_a_new_provider_word_is_news() -> None:
+    rec = reconciler()
+    first = rec(None, pushed(PaymentStatus.PENDING, "e1", 0), T0)
+    moved = ObservationInput(obs(PaymentStatus.REQUIRES_ACTION, "f1", 1, Source.POLL), None, "stale")
+    again = rec(first.record, moved, T0 + timedelta(minutes=3))
+    (restart,) = stale_requests(again)
+    assert restart.attempt == 1 and again.record.chain is not None
 
 
 def test_a_chain_that_fell_behind_continues_with_the_latest_due_poll() -> None:
