@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import threading
 
 from paystream.config import Settings
@@ -99,8 +100,18 @@ class FreshnessThread(threading.Thread):
         self.join(OPERATIONS_STOP_TIMEOUT_S)
 
 
+class _StopBeforeRunning(Exception):
+    """SIGTERM / SIGINT while the worker was still waiting for the broker or building its application."""
+
+
+def _stop_before_running(_signum: int, _frame: object) -> None:
+    raise _StopBeforeRunning
+
+
 def run_processor(settings: Settings, processor: ProcessorSettings | None = None) -> None:
-    """Blocking, until SIGTERM / SIGINT (graceful) or an engine failure (raised)."""
+    """Blocking, until SIGTERM / SIGINT (graceful) or an engine failure (raised). Must run in the main
+    thread: the engine installs its own SIGTERM / SIGINT handlers when it starts; until then a signal ends
+    the start-up cleanly (nothing was consumed yet)."""
     conf = processor or settings.processor
     settings = settings.model_copy(update={"processor": conf})
     readiness = Readiness()
@@ -108,6 +119,7 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
     operations.start()
     operations.started_serving.wait(OPERATIONS_STOP_TIMEOUT_S)
     freshness: FreshnessThread | None = None
+    previous = {signum: signal.signal(signum, _stop_before_running) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         # The processor reads and writes the public topics: make sure they exist before subscribing.
         asyncio.run(ensure_topics_until_created(settings))
@@ -124,7 +136,11 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
                  metrics_port=settings.metrics_port)
         app.run()
         log.info("processor_stopped", app_id=conf.app_id)
+    except _StopBeforeRunning:
+        log.info("processor_stopped_before_start", app_id=conf.app_id)
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         readiness.stopping = True
         if freshness is not None:
             freshness.stop()
