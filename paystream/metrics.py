@@ -139,6 +139,11 @@ RECEIPT_TO_EMIT = Histogram(
     ["provider"],
     buckets=_FAST_BUCKETS,
 )
+ENGINE_RESTARTS = Counter(
+    "paystream_processor_engine_restarts_total",
+    "Times the processor's stream engine failed (e.g. a broker outage longer than its transaction timeout) "
+    "and the worker built a fresh one, resuming from the last committed checkpoint.",
+)
 DLQ = Counter(
     "paystream_dlq_total", "Records sent to payments.dlq.v1, by source topic and reason.", ["topic", "reason"]
 )

@@ -3,8 +3,9 @@
 Three threads:
 
 * the **engine** (main thread): the Quix Streams application (:mod:`processors.topology`), which owns the
-  signal handlers — on SIGTERM it finishes the record in hand, commits its checkpoint (the transaction under
-  exactly-once) and leaves the consumer group;
+  signal handlers while it runs — on SIGTERM it finishes the record in hand, commits its checkpoint (the
+  transaction under exactly-once) and leaves the consumer group. When it fails (a long broker outage) the
+  worker builds a fresh one (:func:`run_engine`);
 * the **operations** thread: an asyncio loop serving ``/healthz``, ``/readyz`` (:mod:`processors.readiness`)
   and ``/metrics`` on ``Settings.metrics_port``. It starts before the topics are ensured, so a worker waiting
   for an unreachable broker is alive (just not ready), and stops after the engine, so probes answer during a
@@ -20,12 +21,15 @@ import asyncio
 import contextlib
 import signal
 import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
 
 from paystream.config import Settings
 from paystream.errors import InfrastructureError
 from paystream.kafka import ensure_topics
 from paystream.logs import get_logger
-from paystream.metrics import MISSED_WEBHOOKS
+from paystream.metrics import ENGINE_RESTARTS, MISSED_WEBHOOKS
 from paystream.probes import probe_server
 from processors.freshness import follow_state_topic
 from processors.providers import PUSHING
@@ -36,6 +40,8 @@ from processors.topology import build_application
 log = get_logger(__name__)
 
 ENSURE_TOPICS_BACKOFF_MAX_S = 10.0
+ENGINE_RESTART_BACKOFF_MAX_S = 30.0
+ENGINE_HEALTHY_AFTER_S = 60.0
 OPERATIONS_STOP_TIMEOUT_S = 10.0
 
 
@@ -101,17 +107,56 @@ class FreshnessThread(threading.Thread):
 
 
 class _StopBeforeRunning(Exception):
-    """SIGTERM / SIGINT while the worker was still waiting for the broker or building its application."""
+    """SIGTERM / SIGINT while the engine was not running: waiting for the broker, building its application,
+    or waiting to restart it."""
 
 
 def _stop_before_running(_signum: int, _frame: object) -> None:
     raise _StopBeforeRunning
 
 
+def _arm_signals() -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_before_running)
+
+
+class Engine(Protocol):
+    def run(self) -> object: ...
+
+
+def run_engine(build: Callable[[], Engine], *, backoff_max_s: float = ENGINE_RESTART_BACKOFF_MAX_S,
+               sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    """Run the engine until it stops gracefully (SIGTERM / SIGINT).
+
+    Quix Streams ends its run loop with an exception on engine failures it does not retry itself: a broker
+    outage longer than the transaction timeout, or a group membership lost during one (the checkpoint's
+    offsets are refused). Its open transaction is aborted and nothing was committed past the last
+    checkpoint, so a fresh application resumes exactly there. The worker builds one after a backoff (1 s,
+    doubling up to ``backoff_max_s``; back to 1 s once an engine ran for a minute) instead of exiting into a
+    restart loop: the process and its probes stay up (alive, not ready)."""
+    delay = 1.0
+    while True:
+        _arm_signals()  # the engine installs its own handlers while it runs
+        app = build()
+        started = clock()
+        try:
+            app.run()
+            return
+        except Exception as exc:
+            ENGINE_RESTARTS.inc()
+            if clock() - started > ENGINE_HEALTHY_AFTER_S:
+                delay = 1.0
+            log.error("processor_engine_failed", error_class=type(exc).__name__, error=str(exc)[:500],
+                      restart_in_s=delay)
+        _arm_signals()
+        sleep(delay)
+        delay = min(delay * 2, backoff_max_s)
+
+
 def run_processor(settings: Settings, processor: ProcessorSettings | None = None) -> None:
-    """Blocking, until SIGTERM / SIGINT (graceful) or an engine failure (raised). Must run in the main
-    thread: the engine installs its own SIGTERM / SIGINT handlers when it starts; until then a signal ends
-    the start-up cleanly (nothing was consumed yet)."""
+    """Blocking, until SIGTERM / SIGINT (graceful); an engine failure restarts the engine (:func:`run_engine`).
+    Must run in the main thread: the engine installs its own SIGTERM / SIGINT handlers while it runs; outside
+    that a signal ends the worker cleanly (nothing is in flight then)."""
     conf = processor or settings.processor
     settings = settings.model_copy(update={"processor": conf})
     readiness = Readiness()
@@ -119,11 +164,11 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
     operations.start()
     operations.started_serving.wait(OPERATIONS_STOP_TIMEOUT_S)
     freshness: FreshnessThread | None = None
-    previous = {signum: signal.signal(signum, _stop_before_running) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    _arm_signals()
     try:
         # The processor reads and writes the public topics: make sure they exist before subscribing.
         asyncio.run(ensure_topics_until_created(settings))
-        app = build_application(settings, conf, readiness)
         # A labelled counter's series exists from its first increment on, which increase() cannot see:
         # create the alerted ones at zero so their first step counts.
         for provider in PUSHING:
@@ -134,7 +179,7 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
         log.info("processor_starting", app_id=conf.app_id, bootstrap=settings.kafka.bootstrap,
                  guarantee=conf.processing_guarantee, commit_interval_s=conf.commit_interval_s,
                  metrics_port=settings.metrics_port)
-        app.run()
+        run_engine(lambda: build_application(settings, conf, readiness))
         log.info("processor_stopped", app_id=conf.app_id)
     except _StopBeforeRunning:
         log.info("processor_stopped_before_start", app_id=conf.app_id)

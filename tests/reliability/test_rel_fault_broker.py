@@ -66,7 +66,7 @@ async def test_broker_stopped_for_20s_under_load_loses_nothing_acknowledged(
 
         assert stats.statuses[503] > 0, "ingest never answered 503 while the broker was down"
         missing = await follower.wait_reflected(stats.acked, alive=worker_alive(worker))
-        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.observations_topic()])
+        lag = await wait_drained(settings, conf, [settings.topics.inbox, conf.inputs_topic()])
         assert not lag, lag + worker.log_tail()
         await asyncio.sleep(1.0)
         closing_check(stats, follower.events, missing, faults="broker stopped 20 s and restarted")
