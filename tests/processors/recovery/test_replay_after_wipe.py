@@ -105,20 +105,25 @@ def standard_push(msg_id: str, event_type: str, payment: str, minute: int, **amo
                   **sign_standard(body, STANDARD_SECRET, msg_id, int(time.time()))}
 
 
-PUSHES: list[tuple[str, str, Push]] = [
-    ("stripe", "eu", stripe_push("evt_a1", "pi_A", "amount_capturable_updated", "requires_capture", 1)),
-    ("stripe", "eu", stripe_push("evt_a2", "pi_A", "succeeded", "succeeded", 2)),
-    ("stripe", "eu", stripe_push("evt_b1", "pi_B", "processing", "processing", 1)),
-    ("stripe", "eu", stripe_push("evt_b2", "pi_B", "canceled", "canceled", 3)),
-    ("adyen", "main", adyen_push("P1", "AUTHORISATION", 1000, 1)),
-    ("adyen", "main", adyen_push("P1C", "CAPTURE", 1000, 2, original="P1")),
-    ("adyen", "main", adyen_push("P1R", "REFUND", 300, 3, original="P1")),
-    ("adyen", "main", adyen_push("P2", "AUTHORISATION", 2500, 1)),
-    ("standard", "shop", standard_push("msg_1", "payment.authorized", "pay_1", 1)),
-    ("standard", "shop", standard_push("msg_2", "payment.succeeded", "pay_1", 2, captured_amount=4200)),
-    ("standard", "shop", standard_push("msg_3", "payment.refunded", "pay_1", 3, captured_amount=4200,
-                                       refunded_amount=4200)),
-]
+def pushes() -> list[tuple[str, str, Push]]:
+    """Signed now: the verifiers refuse timestamps over 5 minutes old, and a test run takes longer than that
+    from collecting this module to reaching this test."""
+    return [
+        ("stripe", "eu", stripe_push("evt_a1", "pi_A", "amount_capturable_updated", "requires_capture", 1)),
+        ("stripe", "eu", stripe_push("evt_a2", "pi_A", "succeeded", "succeeded", 2)),
+        ("stripe", "eu", stripe_push("evt_b1", "pi_B", "processing", "processing", 1)),
+        ("stripe", "eu", stripe_push("evt_b2", "pi_B", "canceled", "canceled", 3)),
+        ("adyen", "main", adyen_push("P1", "AUTHORISATION", 1000, 1)),
+        ("adyen", "main", adyen_push("P1C", "CAPTURE", 1000, 2, original="P1")),
+        ("adyen", "main", adyen_push("P1R", "REFUND", 300, 3, original="P1")),
+        ("adyen", "main", adyen_push("P2", "AUTHORISATION", 2500, 1)),
+        ("standard", "shop", standard_push("msg_1", "payment.authorized", "pay_1", 1)),
+        ("standard", "shop", standard_push("msg_2", "payment.succeeded", "pay_1", 2, captured_amount=4200)),
+        ("standard", "shop", standard_push("msg_3", "payment.refunded", "pay_1", 3, captured_amount=4200,
+                                           refunded_amount=4200)),
+    ]
+
+
 PAYMENTS = {
     "stripe:eu:payment_intent:pi_A", "stripe:eu:payment_intent:pi_B", "adyen:main:payment:P1",
     "adyen:main:payment:P2", "standard:shop:payment:pay_1",
@@ -128,7 +133,7 @@ PAYMENTS = {
 async def verified_envelopes() -> list[InboxEnvelope]:
     """Each push through its provider's verifier, then into the envelope ingest publishes."""
     envelopes = []
-    for provider, account, (body, headers) in PUSHES:
+    for provider, account, (body, headers) in pushes():
         config = ACCOUNTS[provider][account]
         resolved = ResolvedAccount(provider, account, config, (SecretStr(SECRET_ENV[config.secrets[0][4:]]),))
         delivery = IncomingDelivery(provider, account, body, headers, time.time())
@@ -213,7 +218,7 @@ async def test_replay_after_the_state_was_wiped_restores_the_final_statuses(
     conf = processor_settings()
     watched = [settings.topics.inbox, conf.inputs_topic()]
     envelopes = await verified_envelopes()
-    assert len(envelopes) == len(PUSHES)
+    assert len(envelopes) == len(pushes())
 
     worker = start_worker(settings, conf, tmp_path, name="before")
     try:
