@@ -190,14 +190,15 @@ async def ensure_delayed_topic(settings: Settings) -> int:
             return found
         if found is None:
             await _create(admin, settings, wanted)
-        else:
-            await _grow(admin, topics.fetch_delayed, found, wanted)
-        # A topic (or partitions) just created reach the broker's metadata a moment later.
+        # A topic (or partitions) just created reach the broker's metadata a moment later, and adding
+        # partitions to a topic that is itself still being created is refused: try again until the deadline.
         deadline = time.monotonic() + METADATA_WAIT_S
         while (have := (await _partition_counts(admin)).get(topics.fetch_delayed, 0)) < wanted:
             if time.monotonic() > deadline:
                 break
-            await asyncio.sleep(0.1)
+            if have:
+                await _grow(admin, topics.fetch_delayed, have, wanted)
+            await asyncio.sleep(0.2)
     except KafkaError as exc:
         raise InfrastructureError(f"cannot check the delayed store {topics.fetch_delayed}: {exc!r}") from exc
     finally:
