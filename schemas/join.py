@@ -162,7 +162,7 @@ class PaymentState:
         return payment_key(self.provider, self.account, self.object_type, self.object_id)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types only (the state lives in a faust table serialized with orjson)."""
+        """Plain JSON types only (rebuild diffs and test fixtures; the processor stores the state with orjson)."""
         out: dict[str, Any] = {}
         for spec in fields(self):
             value = getattr(self, spec.name)

@@ -216,7 +216,7 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-# faust creates its changelog and repartition topics itself; nothing else should appear by accident
+# The processor creates its repartition and changelog topics itself; nothing else should appear by accident
 auto.create.topics.enable=false
 log.retention.hours=168
 log.segment.bytes=67108864

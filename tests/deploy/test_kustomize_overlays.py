@@ -288,7 +288,8 @@ def test_fixed_size_workloads_declare_a_replica_count(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_NAMES)
-def test_faust_topic_settings_match_the_kafka_topics(overlay: str) -> None:
+def test_processor_topic_settings_match_the_kafka_topics(overlay: str) -> None:
+    """The processor creates its internal topics with these settings: co-partitioned with the inbox."""
     env = named(overlay, "ConfigMap", "paystream-env")["data"]
     topics = [t for t in of_kind(overlay, "KafkaTopic") if t["spec"]["topicName"] == "payments.inbox.v1"]
     (inbox,) = topics
