@@ -299,6 +299,10 @@ async def test_fetcher_sigkilled_while_polls_are_scheduled_hours_ahead_loses_non
                 return any(r.request_id == canary.request_id for r in results.seen)
 
             await wait_for(canary_fetched, within_s=90, what="the restarted fetcher consuming", log=second.log_tail)
+            # A fetch is at-least-once until its offset commits (every commit interval): killed before that,
+            # the canary would rightly be fetched again. This test is about the scheduled polls, so it waits.
+            await wait_for(lambda: stored_and_committed(first_due + first_held, 31), within_s=30,
+                           what="the canary committed", log=second.log_tail)
             await publish_requests(settings, second_due + second_held)
 
             async def some_stored() -> bool:
