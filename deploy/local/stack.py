@@ -307,10 +307,11 @@ def start_kafka(bootstrap: str, fresh: bool, state: Path = STATE, cluster_id: st
         wait_for_kafka(service, bootstrap, timeout_s=KAFKA_START_TIMEOUT_S)
     except StackError as exc:
         # A broker recovering many partitions after an unclean stop (a machine restart) can take longer
-        # than the wait; it is left running so the next start finds it, and the way out is named.
+        # than the wait; it keeps running, so a second start waits for it again.
         raise StackError(
-            f"{exc}\nThe broker (pid {pid}) is left running: run the start again to keep waiting, "
-            "'make stack-down' to stop it, or 'deploy/local/stack.py start --fresh' to start on empty storage."
+            f"{exc}\nThe broker (pid {pid}) may still be recovering its storage after an unclean stop: "
+            "'deploy/local/stack.py start' waits for it again, 'make stack-down' stops it, "
+            "'deploy/local/stack.py start --fresh' starts on empty storage."
         ) from exc
     say(f"Kafka ready on {bootstrap} in {time.monotonic() - started:.1f}s")
     return service
