@@ -25,6 +25,7 @@ from typing import Any
 
 import e2e_pipeline  # noqa: F401 - puts tests/reliability (the fetcher subprocess) on sys.path
 import pytest
+from aiokafka import TopicPartition
 from e2e_pipeline import demo_traffic as demo
 from fault_harness import FetcherProcess
 from processor_harness import (
@@ -42,6 +43,7 @@ from provider_double.server import ProviderDouble
 
 from ingest.providers.signers import mollie_hint
 from paystream.config import AccountConfig, Settings
+from paystream.kafka import make_consumer
 from schemas.envelopes import FetchRequest, FetchResult, from_rfc3339, to_rfc3339
 
 pytestmark = pytest.mark.kafka
@@ -81,6 +83,22 @@ async def live_in_store(settings: Settings) -> dict[str, FetchRequest]:
     for record in await read_all(settings, settings.topics.fetch_delayed):
         latest[record.key] = record.value
     return {key.decode(): FetchRequest.from_bytes(value) for key, value in latest.items() if value is not None}
+
+
+async def fetcher_committed_all(settings: Settings) -> bool:
+    """Whether the fetcher's group has committed past every request on the (fresh) requests topic. (Past the
+    last record, not to the end offset: the processor writes requests in transactions, whose commit markers
+    take offsets the fetcher never commits past.)"""
+    past_last: dict[TopicPartition, int] = {}
+    for record in await read_all(settings, settings.topics.fetch_requests):
+        past_last[TopicPartition(record.topic, record.partition)] = record.offset + 1
+    consumer = make_consumer(settings, group_id=settings.fetch.group_id, client_suffix="test-offsets")
+    await consumer.start()
+    try:
+        committed = {tp: await consumer.committed(tp) or 0 for tp in past_last}
+    finally:
+        await consumer.stop()
+    return bool(past_last) and all(committed[tp] >= offset for tp, offset in past_last.items())
 
 
 async def eventually(check: Any, *, within_s: float, what: str, logs: Any) -> Any:
@@ -133,6 +151,10 @@ async def test_a_scheduled_poll_survives_a_fetcher_sigkill_fires_and_arms_the_ne
                         None)
 
         await eventually(stored, within_s=30, what="the stale poll in the delay store", logs=logs)
+        # A fetch is at-least-once until its request's offset commits: killed before that, the hint would
+        # rightly be fetched again. This test is about the scheduled poll, so both are committed first.
+        await eventually(lambda: fetcher_committed_all(settings), within_s=30, what="the fetcher's commit",
+                         logs=logs)
         assert time.time() < from_rfc3339(poll.not_before).timestamp(), "the poll came due before the kill"
         gets_before = [r for r in double.requests if payment_id in r.path]
         fetchers[0].kill()  # SIGKILL: nothing of the scheduled poll is left but the store's entry
