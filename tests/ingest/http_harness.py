@@ -408,7 +408,11 @@ async def serve_ingest(stack: AsyncExitStack, settings: Settings, token_file: Pa
         if task.done() or time.monotonic() > deadline:
             raise AssertionError("uvicorn did not start")
         await asyncio.sleep(0.02)
-    client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    # An idle connection is dropped by the client before the server's keep-alive timeout closes it: reused at
+    # the moment the server closes it, a request fails with "Server disconnected" (what real senders avoid
+    # the same way).
+    connector = aiohttp.TCPConnector(keepalive_timeout=settings.http.keepalive_timeout_s / 2)
+    client = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
     stack.push_async_callback(client.close)
     return RunningIngest(app, settings, port, client)
 
