@@ -73,6 +73,17 @@ class RequestRecord:
     mode: str | None = None  # amazon_pay: "sandbox" / "live" / None (no path prefix)
 
 
+def max_in_window(times: list[float], window_s: float) -> int:
+    """The most of ``times`` that fall within any ``window_s`` long interval."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end in range(len(times)):
+        while times[end] - times[start] > window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 @dataclass
 class ProviderDouble:
     amazon_keys: dict[str, rsa.RSAPublicKey] = field(default_factory=dict)
@@ -128,13 +139,7 @@ class ProviderDouble:
 
     def max_in_window(self, provider: str, window_s: float) -> int:
         """The most requests to ``provider`` that arrived within any ``window_s`` long interval."""
-        times = sorted(r.at for r in self.requests if r.provider == provider)
-        best, start = 0, 0
-        for end in range(len(times)):
-            while times[end] - times[start] > window_s:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return max_in_window([r.at for r in self.requests if r.provider == provider], window_s)
 
     # --- serving -------------------------------------------------------------------------------------
     def app(self) -> web.Application:

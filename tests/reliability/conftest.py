@@ -1,7 +1,8 @@
 """Fixtures of the reliability suite (hostile input and fault injection); helpers in reliability_harness.py.
 
 The suite reuses the HTTP harness of tests/ingest (``http_harness``), the processor harness of
-tests/processors (``processor_harness``) and the provider double. Their folders are put on ``sys.path``
+tests/processors (``processor_harness``), the fetcher test helpers of tests/ingest/fetch (``fetch_helpers``) and
+the provider double. Their folders are put on ``sys.path``
 here so ``pytest tests/reliability`` works on its own, not only as part of the whole tree.
 
 Every module here is marked ``reliability`` (``make test-reliability``). Hostile-input modules each run
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-for _folder in (TESTS, TESTS / "ingest", TESTS / "processors"):
+for _folder in (TESTS, TESTS / "ingest", TESTS / "ingest" / "fetch", TESTS / "processors"):
     if str(_folder) not in sys.path:
         sys.path.append(str(_folder))
 

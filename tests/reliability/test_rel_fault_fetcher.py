@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -38,6 +37,7 @@ from fault_harness import (
     warm_up,
     worker_alive,
 )
+from fetch_helpers import ResultReader, read_records
 from http_harness import SNS_ACCOUNT, Deliveries, HarnessPki
 from processor_harness import processor_settings, start_worker, wait_drained
 from provider_double.server import Answer, ProviderDouble
@@ -45,7 +45,7 @@ from reliability_harness import TALLY, fresh_topic_settings
 
 from paystream.config import Settings
 from paystream.kafka import make_consumer, make_producer
-from schemas.envelopes import FetchRequest, FetchResult, from_rfc3339, to_rfc3339
+from schemas.envelopes import FetchRequest, from_rfc3339, to_rfc3339
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
 
@@ -181,28 +181,10 @@ async def publish_requests(settings: Settings, requests: list[FetchRequest]) -> 
         await producer.stop()
 
 
-async def read_topic(settings: Settings, topic: str) -> list[Any]:
-    """Every record of ``topic`` now, from the beginning to the current end."""
-    consumer = make_consumer(settings, group_id=None, client_suffix="test-reader")
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning()
-        ends = await consumer.end_offsets(partitions)
-        found: list[Any] = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                found.extend(records)
-        return found
-    finally:
-        await consumer.stop()
-
-
 async def live_in_store(settings: Settings) -> dict[str, FetchRequest]:
     """The delayed store's live entries (latest value per key, tombstones applied)."""
     latest: dict[str, bytes | None] = {}
-    for record in await read_topic(settings, settings.topics.fetch_delayed):
+    for record in await read_records(settings, settings.topics.fetch_delayed):
         latest[record.key.decode()] = record.value
     return {key: FetchRequest.from_bytes(value) for key, value in latest.items() if value is not None}
 
@@ -225,35 +207,6 @@ async def wait_for(check: Callable[[], Awaitable[bool]], *, within_s: float, wha
         await asyncio.sleep(0.3)
 
 
-class Results:
-    """Follows the results topic from the beginning."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.consumer = make_consumer(settings, group_id=None, client_suffix="test-results")
-        self.topic = settings.topics.fetch_results
-        self.partitions = settings.topics.partitions
-        self.seen: list[FetchResult] = []
-
-    async def __aenter__(self) -> Results:
-        await self.consumer.start()
-        # Assigned, not subscribed: a subscription that misses a just-created topic waits minutes for it.
-        while self.topic not in await self.consumer.topics():
-            await asyncio.sleep(0.1)
-        self.consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])
-        await self.consumer.seek_to_beginning()
-        self.task = asyncio.create_task(self._follow())
-        return self
-
-    async def _follow(self) -> None:
-        async for record in self.consumer:
-            self.seen.append(FetchResult.from_bytes(record.value))
-
-    async def __aexit__(self, *_: object) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.consumer.stop()
-
-
 async def test_fetcher_sigkilled_while_polls_are_scheduled_hours_ahead_loses_none(
     base_settings: Settings, kafka_bootstrap: str, provider_double: ProviderDouble,
     amazon_private_pem: tuple[Path, bytes], tmp_path: Path,
@@ -273,7 +226,7 @@ async def test_fetcher_sigkilled_while_polls_are_scheduled_hours_ahead_loses_non
     key = {r.request_id: f"{r.payment_key}|stale" for r in [*first_due, *first_held, *second_due, *second_held]}
     processes: list[FetcherProcess] = []
     try:
-        async with Results(settings) as results:
+        async with ResultReader(settings) as reader:
             # 1. Polls stored and committed past, then SIGKILL: the store and the commits hold every one.
             first = FetcherProcess.start(settings, tmp_path, "first")
             processes.append(first)
@@ -296,7 +249,7 @@ async def test_fetcher_sigkilled_while_polls_are_scheduled_hours_ahead_loses_non
             await publish_requests(settings, [canary])
 
             async def canary_fetched() -> bool:
-                return any(r.request_id == canary.request_id for r in results.seen)
+                return any(r.request_id == canary.request_id for r in reader.results)
 
             await wait_for(canary_fetched, within_s=90, what="the restarted fetcher consuming", log=second.log_tail)
             # A fetch is at-least-once until its offset commits (every commit interval): killed before that,
@@ -323,13 +276,13 @@ async def test_fetcher_sigkilled_while_polls_are_scheduled_hours_ahead_loses_non
             due = first_due + second_due
 
             async def all_due_fetched() -> bool:
-                return {r.request_id for r in results.seen} >= {r.request_id for r in due}
+                return {r.request_id for r in reader.results} >= {r.request_id for r in due}
 
             await wait_for(all_due_fetched, within_s=DUE_IN_S + 30, what="the due polls fetched", log=third.log_tail)
             await asyncio.sleep(1.0)
-        fetched = Counter(r.request_id for r in results.seen)
+        fetched = Counter(r.request_id for r in reader.results)
         assert fetched == Counter({r.request_id: 1 for r in [*due, canary]}), "each due poll fetched exactly once"
-        for result in results.seen:
+        for result in reader.results:
             if result.request_id != canary.request_id:
                 lateness = (from_rfc3339(result.fetched_at) - due_time).total_seconds()
                 assert 0 <= lateness < 2.0, (result.request_id, lateness)

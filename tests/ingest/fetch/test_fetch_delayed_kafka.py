@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from fetch_helpers import eventually
+from fetch_helpers import ResultReader, eventually, fetch_request, read_records
 from provider_double.server import ProviderDouble
-from test_fetch_service_kafka import ResultReader, options, read_records
+from test_fetch_service_kafka import options
 
 from ingest.fetch.delayed import DelayedStore, store_key
 from ingest.fetch.service import _Fetcher
@@ -27,7 +26,7 @@ from paystream.config import Settings
 from paystream.dlq import SOURCE_OFFSET
 from paystream.kafka import make_consumer, make_producer
 from paystream.metrics import FETCH_DELAYED, FETCH_DELAYED_OVERDUE, FETCH_DELAYED_SUPERSEDED
-from schemas.envelopes import FetchReason, FetchRequest, from_rfc3339, to_rfc3339
+from schemas.envelopes import FetchReason, FetchRequest, from_rfc3339
 
 pytestmark = pytest.mark.kafka
 
@@ -84,19 +83,8 @@ async def start(
 
 def request(object_id: str, *, delay_s: float, request_id: str | None = None, reason: FetchReason = "stale",
             attempt: int = 1) -> FetchRequest:
-    now = datetime.now(UTC)
-    return FetchRequest(
-        payment_key=f"stripe:main:payment_intent:{object_id}",
-        provider="stripe",
-        account="main",
-        object_type="payment_intent",
-        object_id=object_id,
-        reason=reason,
-        not_before=to_rfc3339(now + timedelta(seconds=delay_s)),
-        requested_at=to_rfc3339(now),
-        request_id=request_id or f"{object_id}:{reason}:{uuid.uuid4().hex[:6]}",
-        attempt=attempt,
-    )
+    return fetch_request("stripe", "main", "payment_intent", object_id, reason=reason, delay_s=delay_s,
+                         request_id=request_id or f"{object_id}:{reason}:{uuid.uuid4().hex[:6]}", attempt=attempt)
 
 
 async def publish_at(settings: Settings, *placed: tuple[int, FetchRequest]) -> None:

@@ -9,6 +9,7 @@ import math
 import time
 
 import pytest
+from provider_double.server import max_in_window
 
 from ingest.fetch.ratelimit import Grant, ProviderGate, TokenBucket
 
@@ -28,16 +29,6 @@ async def settle() -> None:
 
 def waiting(gate: ProviderGate, account: str, count: int = 1) -> list[asyncio.Task[Grant]]:
     return [asyncio.create_task(gate.acquire(account)) for _ in range(count)]
-
-
-def max_in_window(times: list[float], window_s: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end in range(len(times)):
-        while times[end] - times[start] > window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 # --- token bucket ---------------------------------------------------------------------------------------

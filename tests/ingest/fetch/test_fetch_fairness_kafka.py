@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
-from fetch_helpers import AmazonKeys, eventually
+from fetch_helpers import AmazonKeys, ResultReader, eventually, fetch_request
 from provider_double.server import Answer, ProviderDouble
-from test_fetch_service_kafka import FetcherUnderTest, ResultReader, options, publish
+from test_fetch_service_kafka import FetcherUnderTest, options, publish
 
 from paystream.config import AccountConfig, Settings
-from schemas.envelopes import FetchRequest, to_rfc3339
+from schemas.envelopes import FetchRequest
 
 pytestmark = pytest.mark.kafka
 
@@ -29,18 +28,7 @@ WINDOWS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0)
 
 
 def charge_request(account: str, object_id: str) -> FetchRequest:
-    now = to_rfc3339(datetime.now(UTC))
-    return FetchRequest(
-        payment_key=f"amazon_pay:{account}:charge:{object_id}",
-        provider="amazon_pay",
-        account=account,
-        object_type="charge",
-        object_id=object_id,
-        reason="thin_push",
-        not_before=now,
-        requested_at=now,
-        request_id=f"{account}-{object_id}:fetch",
-    )
+    return fetch_request("amazon_pay", account, "charge", object_id, request_id=f"{account}-{object_id}:fetch")
 
 
 def amazon_account(double: ProviderDouble, keys: AmazonKeys, *, rate: float, burst: int) -> AccountConfig:

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fetch_helpers import AmazonKeys, eventually
+from fetch_helpers import AmazonKeys, ResultReader, eventually, fetch_request
 from provider_double.server import Answer, ProviderDouble
-from test_fetch_service_kafka import FetcherUnderTest, ResultReader, options, publish, read_all, stripe_request
+from test_fetch_service_kafka import FetcherUnderTest, options, publish, read_all, stripe_request
 
 from ingest.fetch import lane as lane_module
 from paystream.config import AccountConfig, Settings
@@ -37,18 +37,7 @@ class LogRecorder:
 
 
 def mollie_request(object_id: str) -> FetchRequest:
-    now = to_rfc3339(datetime.now(UTC))
-    return FetchRequest(
-        payment_key=f"mollie:main:payment:{object_id}",
-        provider="mollie",
-        account="main",
-        object_type="payment",
-        object_id=object_id,
-        reason="thin_push",
-        not_before=now,
-        requested_at=now,
-        request_id=f"{object_id}:fetch",
-    )
+    return fetch_request("mollie", "main", "payment", object_id, request_id=f"{object_id}:fetch")
 
 
 @pytest.mark.parametrize("region", ["us", "UK", "de"])

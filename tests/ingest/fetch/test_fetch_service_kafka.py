@@ -6,13 +6,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from fetch_helpers import eventually
+from aiokafka import TopicPartition
+from fetch_helpers import ResultReader, eventually, fetch_request, read_records
 from provider_double.server import Answer, ProviderDouble
 
 from ingest.fetch.options import FetchOptions
@@ -20,7 +19,7 @@ from ingest.fetch.service import run_fetcher
 from paystream.config import Settings
 from paystream.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_TOPIC
 from paystream.kafka import make_consumer, make_producer
-from schemas.envelopes import FetchRequest, FetchResult, from_rfc3339, to_rfc3339
+from schemas.envelopes import FetchRequest, FetchResult, from_rfc3339
 
 pytestmark = pytest.mark.kafka
 
@@ -86,69 +85,9 @@ async def read_all(settings: Settings, topic: str) -> list[bytes]:
     return [record.value for record in await read_records(settings, topic) if record.value is not None]
 
 
-async def read_records(settings: Settings, topic: str) -> list[Any]:
-    """Every record on ``topic`` now (from the beginning to the current end)."""
-    consumer = make_consumer(settings, group_id=None, client_suffix="test-reader")
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning()
-        ends = await consumer.end_offsets(partitions)
-        found: list[Any] = []
-        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                found.extend(records)
-        return found
-    finally:
-        await consumer.stop()
-
-
-class ResultReader:
-    """Follows the results topic from the beginning."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.consumer: AIOKafkaConsumer = make_consumer(settings, group_id=None, client_suffix="test-results")
-        self.topic = settings.topics.fetch_results
-        self.partitions = settings.topics.partitions
-        self.results: list[FetchResult] = []
-
-    async def __aenter__(self) -> ResultReader:
-        await self.consumer.start()
-        # Assigned, not subscribed: a topic created a moment ago may not be in the broker's metadata yet,
-        # and a subscription that misses it waits for the next metadata refresh (minutes).
-        deadline = time.monotonic() + 30
-        while self.topic not in await self.consumer.topics():
-            assert time.monotonic() < deadline, f"{self.topic} not in the cluster metadata"
-            await asyncio.sleep(0.1)
-        self.consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])
-        await self.consumer.seek_to_beginning()
-        self._task = asyncio.create_task(self._follow())
-        return self
-
-    async def _follow(self) -> None:
-        async for record in self.consumer:
-            self.results.append(FetchResult.from_bytes(record.value))
-
-    async def __aexit__(self, *_: object) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self.consumer.stop()
-
-
 def stripe_request(object_id: str, *, delay_s: float = 0.0) -> FetchRequest:
-    now = datetime.now(UTC)
-    return FetchRequest(
-        payment_key=f"stripe:main:payment_intent:{object_id}",
-        provider="stripe",
-        account="main",
-        object_type="payment_intent",
-        object_id=object_id,
-        reason="thin_push",
-        not_before=to_rfc3339(now + timedelta(seconds=delay_s)),
-        requested_at=to_rfc3339(now),
-        request_id=f"evt_{object_id}:fetch",
-    )
+    return fetch_request("stripe", "main", "payment_intent", object_id, request_id=f"evt_{object_id}:fetch",
+                         delay_s=delay_s)
 
 
 async def committed_offsets(settings: Settings, group_id: str) -> int:
