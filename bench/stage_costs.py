@@ -24,7 +24,6 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,10 +111,6 @@ def _stages_pass(stages: Any, inbox: list[tuple[bytes, bytes]]) -> float:
     return time.perf_counter() - started
 
 
-def _passes(runs: int, once: Callable[[], Any]) -> list[Any]:
-    return [once() for _ in range(runs)]
-
-
 def measure(payments: int, repeat: int) -> dict[str, Any]:
     from paystream.config import load_settings
     from processors.settings import ProcessorSettings
@@ -134,9 +129,9 @@ def measure(payments: int, repeat: int) -> dict[str, Any]:
     def fresh_stages() -> Any:  # a new codec cache and no records: every pass starts from nothing
         return Stages(settings, ProcessorSettings(app_id="bench-stage-costs"), names)
 
-    passes = _passes(repeat, lambda: _parts_pass(fresh_stages(), inbox))
+    passes = [_parts_pass(fresh_stages(), inbox) for _ in range(repeat)]
     parts = {name: min(run[name] for run in passes) for name in PARTS}
-    whole = min(_passes(repeat, lambda: _stages_pass(fresh_stages(), inbox)))
+    whole = min(_stages_pass(fresh_stages(), inbox) for _ in range(repeat))
     count = len(inbox)
     return {
         "inbox_records": count,
