@@ -16,7 +16,9 @@
     │     └── ``Unauthorized``      401: missing/bad bearer token on /v1/observations.
     └── ``NormalizationError``      a record the processors cannot turn into an observation; it goes to the
           │                         DLQ unchanged with the error class and message in its headers.
-          └── ``UnknownProviderStatus`` a provider word with no explicit mapping: never guessed.
+          └── ``UnknownProviderStatus`` a provider word with no explicit mapping: never guessed. It names the
+                                        provider and the word (a new event type, code or status), so the DLQ
+                                        alert can name it too.
 """
 
 from __future__ import annotations
@@ -108,3 +110,9 @@ class NormalizationError(PaystreamError):
 
 class UnknownProviderStatus(NormalizationError):
     reason = "unknown_provider_status"
+
+    def __init__(self, message: str, *, provider: str | None = None, word: str | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.provider = provider
+        self.word = word

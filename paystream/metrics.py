@@ -147,6 +147,46 @@ ENGINE_RESTARTS = Counter(
 DLQ = Counter(
     "paystream_dlq_total", "Records sent to payments.dlq.v1, by source topic and reason.", ["topic", "reason"]
 )
+EVENTS_IGNORED = Counter(
+    "paystream_events_ignored_total",
+    "Provider events, codes or notifications that the provider's catalog ignores on purpose (no status, amount, "
+    "agreement or risk meaning), by provider and type. Never dead-lettered.",
+    ["provider", "type"],
+)
+UNKNOWN_PROVIDER_WORDS = Counter(
+    "paystream_unknown_provider_words_total",
+    "Records dead-lettered because they carry a word the provider's catalog does not know (a new event type, "
+    "code or status), by provider and word: a person must decide what it means.",
+    ["provider", "word"],
+)
+ABSORBED = Counter(
+    "paystream_absorbed_observations_total",
+    "Observations whose fold would need a move the transition table forbids from the last emitted status: "
+    "recorded, nothing emitted until evidence allows a legal move, by provider.",
+    ["provider"],
+)
+QUARANTINED = Counter(
+    "paystream_payments_quarantined_total",
+    "Payments whose record reached the hard size cap: quarantined, their later inputs copied to the DLQ, by "
+    "provider.",
+    ["provider"],
+)
+RECORD_BYTES = Histogram(
+    "paystream_payment_record_bytes",
+    "Size of the per-payment record written to the processor's state store.",
+    buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576),
+)
+POLL_CHAINS_ENDED = Counter(
+    "paystream_poll_chains_ended_total",
+    "Stale-poll chains that ended, by provider and reason (outcome, not_found, horizon, expired).",
+    ["provider", "reason"],
+)
+AUTHORIZATIONS_EXPIRING = Gauge(
+    "paystream_authorizations_expiring",
+    "Authorized payments that nobody captured and whose authorisation lapses within the warning window "
+    "(money the merchant loses if nobody captures), by provider.",
+    ["provider"],
+)
 FETCH_REQUESTS_EMITTED = Counter(
     "paystream_fetch_requests_emitted_total",
     "Fetch requests emitted by the processors, by provider and reason (thin_push, hint, stale, registered).",

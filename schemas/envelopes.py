@@ -118,6 +118,10 @@ class FetchRequest:
     request_id: str  # deterministic where the cause is (e.g. f"{evidence_id}:fetch"), so re-sends dedupe
     attempt: int = 1
     evidence_id: str | None = None  # the delivery/observation that caused this request
+    # Stale polls: the version of the payment's poll chain that armed this request, increasing with every
+    # link the processor arms. The fetcher's delay store keeps the highest version per payment, so a retry of
+    # an older link re-published late never replaces the link armed after it.
+    chain_version: int | None = None
     v: int = 1
 
     @property

@@ -40,3 +40,33 @@ class Source(StrEnum):
 class ObjectKind(StrEnum):
     PAYMENT = "payment"
     AGREEMENT = "agreement"
+
+
+class MoneyState(StrEnum):
+    """The state of one capture or refund, by its own id (DESIGN §4.3: a refund counts by its own outcome).
+
+    Only ``succeeded`` counts in ``captured_amount`` / ``refunded_amount``: pending money has not moved yet,
+    and failed, canceled or reversed money came back."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    REVERSED = "reversed"
+
+
+class DisputeState(StrEnum):
+    """One dispute (inquiry, chargeback, pre-arbitration...) of a payment, by its own id."""
+
+    OPEN = "open"  # the cardholder's bank asked; funds may be withdrawn; the merchant can still win
+    WON = "won"  # closed in the merchant's favour (or prevented / withdrawn): the money stays
+    LOST = "lost"  # closed against the merchant: the money went back to the cardholder
+
+
+class RiskState(StrEnum):
+    """One risk signal (fraud warning, review) on a payment. Fulfillment holds a shipment while any signal
+    is ``open`` or ``confirmed``; the payment's status does not change."""
+
+    OPEN = "open"  # a warning or a review that nobody closed yet
+    CLEARED = "cleared"  # reviewed and accepted, or a warning withdrawn
+    CONFIRMED = "confirmed"  # reviewed and rejected, or fraud reported by the issuer

@@ -1,0 +1,114 @@
+"""Provider catalogs: every event type, event code, notification or resource a provider documents, each with
+its decision — kept as data (``ingest/providers/{provider}/catalog.json``), one reviewable table per provider.
+
+A catalog file::
+
+    {
+      "provider": "stripe",
+      "entry_kind": "event type",                      # what an entry names, for messages and the docs
+      "sources": ["stripe-python 16.1.0 ..."],         # where the provider publishes its list
+      "entries": {
+        "payment_intent.succeeded": {"outcome": "status", "why": "..."},
+        "customer.created": {"outcome": "ignore", "why": "..."}
+      }
+    }
+
+Outcomes (what the provider's parser does with an entry):
+
+* ``status`` — a payment status (the parser maps the provider's words explicitly);
+* ``capture`` / ``refund`` / ``dispute`` — an amount movement by its own id, with its own state;
+* ``agreement`` — an agreement (stored payment method, mandate, Charge Permission) status;
+* ``risk`` — a risk signal on the payment (the status does not change);
+* ``fetch`` — a thin notification: the parser names the object the fetcher gets;
+* ``ignore`` — deliberately no observation; counted (``paystream_events_ignored_total``), never dead-lettered.
+
+An entry the catalog does not know is a provider's new word: :class:`UnknownProviderStatus` (the DLQ, with an
+alert that names it). A catalog that fails to load stops the process at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+from paystream.errors import ConfigurationError, UnknownProviderStatus
+from paystream.metrics import EVENTS_IGNORED
+
+Outcome = Literal["status", "capture", "refund", "dispute", "agreement", "risk", "fetch", "ignore"]
+OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
+PROVIDERS_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    outcome: Outcome
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    provider: str
+    entry_kind: str
+    sources: tuple[str, ...]
+    entries: Mapping[str, Entry]
+
+    def entry(self, name: str) -> Entry:
+        """The decision for ``name``; a name the catalog does not know raises :class:`UnknownProviderStatus`."""
+        found = self.entries.get(name)
+        if found is None:
+            raise UnknownProviderStatus(f"{self.provider}: {self.entry_kind} {name!r} is not in the catalog",
+                                        provider=self.provider, word=name, reason="unknown_event_type")
+        return found
+
+    def ignored(self, name: str) -> bool:
+        """True (and counted) when the catalog ignores ``name`` on purpose; raises for an unknown name."""
+        if self.entry(name).outcome != "ignore":
+            return False
+        EVENTS_IGNORED.labels(self.provider, name).inc()
+        return True
+
+    def names(self, *outcomes: Outcome) -> list[str]:
+        """The entries with one of ``outcomes`` (every entry when none is given), sorted."""
+        return sorted(name for name, entry in self.entries.items() if not outcomes or entry.outcome in outcomes)
+
+
+def catalog_from_document(document: Mapping[str, Any], where: str) -> Catalog:
+    """Build and check a catalog from its parsed JSON. Raises :class:`ConfigurationError` when invalid."""
+    provider = document.get("provider")
+    entry_kind = document.get("entry_kind")
+    sources = document.get("sources")
+    raw_entries = document.get("entries")
+    if not isinstance(provider, str) or not isinstance(entry_kind, str):
+        raise ConfigurationError(f"{where}: 'provider' and 'entry_kind' must be strings")
+    if not isinstance(sources, list) or not sources or not all(isinstance(item, str) for item in sources):
+        raise ConfigurationError(f"{where}: 'sources' must name where the provider publishes its list")
+    if not isinstance(raw_entries, dict) or not raw_entries:
+        raise ConfigurationError(f"{where}: 'entries' must be a non-empty object")
+    entries: dict[str, Entry] = {}
+    for name, spec in raw_entries.items():
+        if not isinstance(spec, dict) or spec.get("outcome") not in OUTCOMES:
+            raise ConfigurationError(f"{where}: {name!r} needs an outcome, one of {sorted(OUTCOMES)}")
+        why = spec.get("why")
+        if not isinstance(why, str) or not why.strip():
+            raise ConfigurationError(f"{where}: {name!r} needs a 'why'")
+        entries[name] = Entry(name, cast(Outcome, spec["outcome"]), why)
+    return Catalog(provider, entry_kind, tuple(sources), entries)
+
+
+@cache
+def load_catalog(provider: str) -> Catalog:
+    """``ingest/providers/{provider}/catalog.json``, loaded and checked once."""
+    path = PROVIDERS_DIR / provider / "catalog.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read the {provider} catalog {path}: {exc}") from exc
+    catalog = catalog_from_document(document, str(path))
+    if catalog.provider != provider:
+        raise ConfigurationError(f"{path}: names provider {catalog.provider!r}, not {provider!r}")
+    return catalog
