@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -101,6 +101,12 @@ class S3Settings(BaseModel):
     bucket: str = "paystream-archive"
     prefix: str = "raw"
     region: str = "us-east-1"
+    # Every archive object is stored encrypted: SSE-KMS with this key (key id, key ARN or alias/...), or
+    # SSE-S3 (AES256) when empty. The archiver refuses to start when the bucket will not store it so.
+    kms_key_id: str = ""
+    # How long archived objects are kept (the lifecycle rule `paystream archive --apply-lifecycle` writes):
+    # about 13 months, past the longest provider retry window and a chargeback's life (docs/operations.md).
+    retention_days: int = Field(default=400, ge=1)
 
 
 class HttpSettings(BaseModel):
@@ -123,8 +129,9 @@ class FetchSettings(BaseModel):
     ``fetch_burst``."""
 
     group_id: str = "paystream-fetch"
-    # Attempts per request for retryable outcomes (5xx, timeouts, 429); after the last one the failure
-    # itself is published as the result, and the processors' polling schedule asks again later.
+    # Calls per request for retryable outcomes (5xx, timeouts, 429): the first plus FetchRequest.retry
+    # re-sends (a stale poll's `attempt` is its number in the chain and does not count); after the last one
+    # the failure itself is published as the result, and the processors' polling schedule asks again later.
     max_attempts: int = Field(default=6, ge=1)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
@@ -147,6 +154,10 @@ class FetchSettings(BaseModel):
     # A request due further ahead than this is written to the delayed store (TopicSettings.fetch_delayed) and
     # its offset committed at once; sooner ones wait in memory and hold their partition's commit until done.
     delayed_threshold_s: float = Field(default=10.0, ge=0)
+    # Hint fetches (unsigned hints, e.g. Mollie's) one account may hold in memory while they wait for its
+    # rate limit; further hints of the account wait in the requests topic and are read again as these finish
+    # (ingest/fetch/hints.py). Keep accounts x this well below max_pending.
+    hints_per_account: int = Field(default=500, ge=1)
     commit_interval_s: float = Field(default=1.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, gt=0)
     # Stripe Events sweeps: "events" (every event) and "undelivered" (delivery_success=false).
@@ -191,6 +202,39 @@ class ProcessorSettings(BaseModel):
     freshness_gauges: bool = True
     # A worker that died without leaving the group holds its partitions this long (Kafka session timeout).
     session_timeout_s: float = Field(default=30.0, ge=6.0)
+    # Where polling ends: after this many `not_found` answers in a row; for a payment still waiting this long
+    # after paystream first heard of it (Amazon Pay authorisations live 30 days, Mollie bank transfers about
+    # 12, a Stripe Checkout Session at most 24 hours); and this long after an authorisation's known expiry.
+    poll_not_found_limit: int = Field(default=3, ge=1)
+    poll_horizon_s: int = Field(default=31 * DAY_S, ge=60)
+    poll_expiry_grace_s: int = Field(default=3600, ge=0)
+    # The worker's stable identity (unique among live workers, stable across its restarts: a StatefulSet pod
+    # name, or the host name): its Kafka transactional.id is `{app_id}-{worker_id}`, so a restarted worker
+    # fences its predecessor and aborts the open transaction at once instead of leaving read_committed
+    # consumers stalled until the transaction timeout. Default: the host name.
+    worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # The derivation epoch of emitted events. A rebuild that derives the stream again from scratch (state
+    # wiped) raises it, so its events get ids consumers never saw (docs/operations.md, "Rebuild").
+    epoch: int = Field(default=0, ge=0)
+    # Hard cap of one payment's stored record: past it, the payment is quarantined (metric, alert, its inputs
+    # copied to the DLQ) and never stalls its partition. Must stay below `internal_max_message_bytes`.
+    max_record_bytes: int = Field(default=512 * 1024, ge=16 * 1024)
+    # max.message.bytes and compression.type of the processor's internal topics (state changelog, inputs).
+    # "producer" keeps what the engine's producer sends (uncompressed: the per-record CPU of the worker is the
+    # throughput bottleneck); zstd / lz4 trade worker and broker CPU for changelog size.
+    internal_max_message_bytes: int = Field(default=2 * 1024 * 1024, ge=1024 * 1024)
+    internal_compression: Literal["producer", "zstd", "lz4", "gzip", "snappy", "uncompressed"] = "producer"
+    # An authorisation that nobody captured and that lapses within this window counts in the
+    # paystream_authorizations_expiring gauge.
+    authorization_expiry_warning_s: float = Field(default=DAY_S, gt=0)
+
+    @model_validator(mode="after")
+    def _record_fits_the_topics(self) -> ProcessorSettings:
+        # A quarantined record is the last one under the cap plus its flag: keep a margin below the topic limit.
+        if self.max_record_bytes + 64 * 1024 > self.internal_max_message_bytes:
+            raise ValueError("processor.max_record_bytes must stay at least 64 KiB below "
+                             "processor.internal_max_message_bytes")
+        return self
 
     def inputs_topic(self) -> str:
         """The internal topic that repartitions payment inputs by payment key (intake → reconcile)."""

@@ -16,9 +16,11 @@
     │     └── ``Unauthorized``      401: missing/bad bearer token on /v1/observations.
     └── ``NormalizationError``      a record the processors cannot turn into an observation; it goes to the
           │                         DLQ unchanged with the error class and message in its headers.
-          └── ``UnknownProviderStatus`` a provider word with no explicit mapping: never guessed. It names the
-                                        provider and the word (a new event type, code or status), so the DLQ
-                                        alert can name it too.
+          ├── ``UnknownProviderStatus`` a provider word with no explicit mapping: never guessed. It names the
+          │                             provider and the word (a new event type, code or status), so the DLQ
+          │                             alert can name it too.
+          └── ``PaymentQuarantined``    the payment reached the record size cap: its inputs are copied to the
+                                        DLQ for a person instead of being applied.
 """
 
 from __future__ import annotations
@@ -116,3 +118,7 @@ class UnknownProviderStatus(NormalizationError):
         super().__init__(message, reason=reason)
         self.provider = provider
         self.word = word
+
+
+class PaymentQuarantined(NormalizationError):
+    reason = "payment_quarantined"

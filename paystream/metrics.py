@@ -251,6 +251,30 @@ FETCH_DELAYED_LOAD_SECONDS = Histogram(
     "Time to load the delayed store's partitions after an assignment (their requests wait meanwhile).",
     buckets=_FAST_BUCKETS,
 )
+FETCH_DELAYED_FENCED = Counter(
+    "paystream_fetch_delayed_fenced_total",
+    "Delayed-store partitions this replica lost because another replica took them over (its writer was "
+    "fenced) before the group revoked them.",
+)
+FETCH_HINTS = Counter(
+    "paystream_fetch_hints_total",
+    "Hint fetch requests by what became of them: fetch (a fetch held for it), coalesced (a fetch of its object "
+    "already covered it), deferred (its account held hints_per_account hint fetches: left in the topic, read "
+    "again later and counted again).",
+    ["provider", "outcome"],
+)
+FETCH_HINTS_HELD = Gauge(
+    "paystream_fetch_hints_held",
+    "Hint fetches held in memory (waiting for the account's rate limit or in flight), per account; at most "
+    "FetchSettings.hints_per_account.",
+    ["provider", "account"],
+)
+FETCH_HINT_BACKLOG = Gauge(
+    "paystream_fetch_hint_backlog_offsets",
+    "Offsets of the requests topic still to read again for hints left waiting there (an upper bound on those "
+    "hints), per account. Grows during a hint flood; the partitions' commits wait at the backlogs' starts.",
+    ["provider", "account"],
+)
 
 # --- archive / replay -------------------------------------------------------------------------
 ARCHIVED_RECORDS = Counter(
@@ -263,6 +287,11 @@ ARCHIVE_LAG_SECONDS = Gauge(
     "paystream_archive_lag_seconds",
     "Age of the oldest record consumed but not yet uploaded, by topic.",
     ["topic"],
+)
+ARCHIVE_RETENTION_DAYS = Gauge(
+    "paystream_archive_retention_days",
+    "Days after which the bucket's lifecycle expires archive objects, read at archiver start "
+    "(0: no rule expires them; -1: the lifecycle could not be read).",
 )
 REPLAYED_RECORDS = Counter(
     "paystream_replay_records_total", "Records republished by replay, by provider.", ["provider"]

@@ -2,11 +2,14 @@
 
 * ``event`` (a thick push): the provider parser's observations, ``source=push`` (``replay`` when replayed).
 * ``thin``: a fetch request per object the push names (``reason=thin_push``); no status is read from it.
-* ``hint`` (unsigned, Mollie): a fetch request (``reason=hint``), rate-limited per account; never a status.
+* ``hint`` (unsigned, Mollie): a fetch request (``reason=hint``); never a status. Hints are not limited here:
+  the fetcher coalesces them per object and runs them within the account's rate (nothing is dropped).
 * ``sync`` (POST /v1/observations): the reported state as an observation with ``source=sync``, and a
   fetch request (``reason=registered``) when the checkout registered the payment to be polled.
 * fetch results: with outcome ``ok`` the provider parser's observations, ``source=poll``; whatever the
-  outcome, a :class:`~processors.payment_inputs.PolledInput` that moves the payment's stale-poll chain on.
+  outcome, a :class:`~processors.payment_inputs.PolledInput` that moves the payment's stale-poll chain on —
+  also when an ``ok`` body cannot be parsed (outcome ``unparseable``: the result goes to the DLQ, and the
+  chain still moves on, so a bad body can never end a payment's polling).
 
 Deliveries are deduplicated per payment by the reconcile stage: every input from a delivery carries a dedupe
 id derived from the delivery id (the same bytes delivered again give the same ids). Replayed deliveries carry
@@ -17,15 +20,14 @@ Every failure raises :class:`NormalizationError` (DLQ); nothing is guessed.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ingest.providers.parse_support import field_of, iso_time, load_object, optional_field
 from paystream.config import AccountConfig, Settings
 from paystream.errors import NormalizationError
-from paystream.metrics import HINTS_RATE_LIMITED, OBSERVATIONS, child
+from paystream.metrics import OBSERVATIONS, child
 from processors import providers
 from processors.payment_inputs import FetchInput, ObservationInput, PaymentInput, PolledInput
 from schemas.envelopes import FetchReason, FetchRequest, FetchResult, InboxEnvelope, from_rfc3339, to_rfc3339
@@ -34,29 +36,18 @@ from schemas.status import Source
 from schemas.transitions import kind_of
 
 
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; one token per hint."""
+@dataclass(frozen=True, slots=True)
+class Unparseable:
+    """A fetch result whose ``ok`` body the parser refused: the chain still moves on (``polled``), the result
+    goes to the DLQ with ``error``."""
 
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens = float(burst)
-        self.updated = clock()
-
-    def take(self) -> bool:
-        now = self.clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
+    polled: PolledInput
+    error: NormalizationError
 
 
 class Normalizer:
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.clock = clock
-        self.hint_buckets: dict[tuple[str, str], TokenBucket] = {}
 
     def account_config(self, provider: str, account: str) -> AccountConfig | None:
         return self.settings.account(provider, account)
@@ -77,37 +68,29 @@ class Normalizer:
         if envelope.kind == "thin":
             return self._fetches(envelope, "thin_push", now)
         if envelope.kind == "hint":
-            if not self._hint_allowed(envelope.provider, envelope.account):
-                HINTS_RATE_LIMITED.labels(envelope.provider, envelope.account).inc()
-                return []
             return self._fetches(envelope, "hint", now)
         if envelope.kind == "sync":
             return self._sync(envelope, received_at, now)
         raise NormalizationError(f"inbox envelope of unknown kind {envelope.kind!r}", reason="malformed_envelope")
 
-    def fetch_result(self, result: FetchResult) -> list[PaymentInput]:
+    def fetch_result(self, result: FetchResult) -> list[PaymentInput] | Unparseable:
         polled = PolledInput(result.provider, result.account, result.object_type, result.object_id,
                              result.request_id, result.reason, result.attempt, result.outcome)
         if result.outcome != "ok":
             return [polled]  # the fetcher counts and retries its failures; nothing was observed
-        observations = providers.parse(
-            result.provider, result.body, account=result.account,
-            account_config=self.account_config(result.provider, result.account), source=Source.POLL,
-            evidence_id=result.fetch_id, observed_at=from_rfc3339(result.fetched_at),
-            object_kind=result.object_kind,
-        )
+        try:
+            observations = providers.parse(
+                result.provider, result.body, account=result.account,
+                account_config=self.account_config(result.provider, result.account), source=Source.POLL,
+                evidence_id=result.fetch_id, observed_at=from_rfc3339(result.fetched_at),
+                object_kind=result.object_kind,
+            )
+        except NormalizationError as exc:
+            return Unparseable(replace(polled, outcome="unparseable"), exc)
         _count(observations)
         # The polled marker goes last: on the payment's partition it follows what the poll observed, so the
         # chain moves on from the state the poll left.
         return [*(ObservationInput(obs, None, result.reason) for obs in observations), polled]
-
-    def _hint_allowed(self, provider: str, account: str) -> bool:
-        bucket = self.hint_buckets.get((provider, account))
-        if bucket is None:
-            config = self.account_config(provider, account) or AccountConfig()
-            bucket = TokenBucket(config.hint_rate_per_s, config.hint_burst, self.clock)
-            self.hint_buckets[(provider, account)] = bucket
-        return bucket.take()
 
     def _fetches(self, envelope: InboxEnvelope, reason: FetchReason, now: datetime) -> list[PaymentInput]:
         targets = providers.thin_targets(envelope.provider, envelope.body)
@@ -122,7 +105,8 @@ class Normalizer:
             )
             for index, target in enumerate(targets)
         ]
-        return [FetchInput(request, request.request_id) for request in requests]
+        # A hint is not deduplicated by delivery: the fetcher coalesces hints per object instead.
+        return [FetchInput(request, None if reason == "hint" else request.request_id) for request in requests]
 
     def _sync(self, envelope: InboxEnvelope, received_at: datetime, now: datetime) -> list[PaymentInput]:
         what = "sync observation"

@@ -24,11 +24,11 @@ import orjson
 
 from paystream.errors import NormalizationError
 from schemas.envelopes import FetchRequest
-from schemas.observation import Observation, payment_key
-from schemas.status import AgreementStatus, ObjectKind, PaymentStatus, Source
+from schemas.observation import Dispute, Movement, Observation, RiskSignal, payment_key
+from schemas.status import AgreementStatus, DisputeState, MoneyState, ObjectKind, PaymentStatus, RiskState, Source
 from schemas.transitions import Status
 
-VERSION = 1
+VERSION = 2  # 2: captures/refunds as movements, disputes, risk, agreement and expiry
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class ObservationInput:
 @dataclass(frozen=True, slots=True)
 class FetchInput:
     request: FetchRequest
-    dedupe_id: str
+    dedupe_id: str | None  # None for hints: the fetcher coalesces them per object instead
 
     @property
     def payment_key(self) -> str:
@@ -88,19 +88,29 @@ def _observation_dict(obs: Observation) -> dict[str, Any]:
         # Microsecond precision: the join collapses observations by exact provider time.
         "occurred_at": obs.occurred_at, "observed_at": obs.observed_at,
         "reason_code": obs.reason_code, "amount": obs.amount, "currency": obs.currency,
-        "captures": obs.captures, "refunds": obs.refunds, "order_ref": obs.order_ref,
+        "captures": obs.captures, "refunds": obs.refunds, "refunded_total": obs.refunded_total,
+        "disputes": obs.disputes, "risk": obs.risk, "order_ref": obs.order_ref, "agreement_ref": obs.agreement_ref,
+        "authorization_expires_at": obs.authorization_expires_at,
     }
 
 
 def _observation(raw: dict[str, Any]) -> Observation:
-    status = raw["status"]
+    status, expires = raw["status"], raw["authorization_expires_at"]
     return Observation(
         provider=raw["provider"], account=raw["account"], object_type=raw["object_type"],
         object_id=raw["object_id"], kind=_KINDS[raw["kind"]], status=None if status is None else _STATUSES[status],
         provider_status=raw["provider_status"], source=_SOURCES[raw["source"]], evidence_id=raw["evidence_id"],
         occurred_at=datetime.fromisoformat(raw["occurred_at"]), observed_at=datetime.fromisoformat(raw["observed_at"]),
         reason_code=raw["reason_code"], amount=raw["amount"], currency=raw["currency"],
-        captures=raw["captures"], refunds=raw["refunds"], order_ref=raw["order_ref"],
+        captures={key: Movement(value["amount"], MoneyState(value["state"])) for key, value in raw["captures"].items()},
+        refunds={key: Movement(value["amount"], MoneyState(value["state"])) for key, value in raw["refunds"].items()},
+        refunded_total=raw["refunded_total"],
+        disputes={key: Dispute(value["amount"], DisputeState(value["state"]), value["reason"])
+                  for key, value in raw["disputes"].items()},
+        risk={key: RiskSignal(value["kind"], RiskState(value["state"]), value["reason"])
+              for key, value in raw["risk"].items()},
+        order_ref=raw["order_ref"], agreement_ref=raw["agreement_ref"],
+        authorization_expires_at=None if expires is None else datetime.fromisoformat(expires),
     )
 
 

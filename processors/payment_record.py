@@ -1,108 +1,118 @@
-"""What the reconcile stage keeps per payment key in its state store (RocksDB, changelogged).
+"""What the processor keeps per payment key in its state store (RocksDB, changelogged).
 
 One value per payment, read and written once per input:
 
-* ``state`` — the join state (:class:`schemas.join.PaymentState`), ``None`` until an observation arrived
-  (a payment registered for polls, or named by a thin push, has a record before it has a state);
-* ``seen`` — dedupe ids of the deliveries already applied, with the time each was first seen; entries older
-  than the dedupe TTL (default 31 days: providers retry for up to 30) are dropped whenever the record is
-  written, so the set stays bounded by the deliveries of one TTL window;
+* ``state`` — the join state (:class:`schemas.join.PaymentState`, bounded: :mod:`schemas.join`), ``None``
+  until an observation arrived (a payment registered for polls, or named by a thin push, has a record before
+  it has a state);
+* ``seen`` — the dedupe ids of the latest thin pushes that asked for a fetch (``MAX_SEEN``, each with the time it
+  was first seen, dropped after the dedupe TTL): a redelivered thin push does not fetch again. Observations
+  need no such ledger: the join recognises a redelivery by its content;
 * ``chain`` — the stale-poll chain (:mod:`processors.scheduling`), ``None`` when no poll is armed;
+* ``chain_version`` — the highest chain version ever armed for the payment: it only grows, across chains that
+  end and restart, so the fetcher's delay store can always tell the newest link;
+* ``polling_ended`` — why and when the chain ended (an outcome, ``not_found`` answers, the horizon);
+* ``quarantine`` — set when the record reached the hard size cap: later inputs go to the DLQ, copied;
+* ``last_event`` — the last emitted event as serialized (the current-state document embeds it);
 * ``first_seen`` — when paystream first heard of the payment (unix seconds).
 
-Decoding is the costly part of a read (timestamps of every retained group), so :class:`RecordCodec` keeps
-the last decoded record per key and reuses it when the stored bytes are identical: a cache keyed by
-content can never be stale, even when the engine aborts a transaction and rolls the store back.
+Versions: a record written by an older processor is read and migrated (never dead-lettered): v1 records (the
+unbounded join state) are folded again from their retained groups into the v2 shape.
+
+Decoding is the costly part of a read, so :class:`RecordCodec` keeps the last decoded record per key and
+reuses it when the stored bytes are identical: a cache keyed by content can never be stale, even when the
+engine aborts a transaction and rolls the store back.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from paystream.errors import NormalizationError
+from processors.record_migration import migrate_v1_state
 from processors.scheduling import PollChain
-from schemas.event import parse_time
-from schemas.join import PaymentState, Retained
-from schemas.status import ObjectKind, Source
-from schemas.transitions import Status, parse_status
+from schemas.join import PaymentState
+from schemas.state_codec import from_json, to_json
 
-VERSION = 1
+VERSION = 2
+MAX_SEEN = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    reason: str
+    at: float  # unix seconds
+    record_bytes: int  # the size the record would have reached
 
 
 @dataclass(frozen=True, slots=True)
 class PaymentRecord:
     first_seen: float
     state: PaymentState | None = None
-    seen: Mapping[str, float] = field(default_factory=dict)
+    seen: tuple[tuple[str, float], ...] = ()
     chain: PollChain | None = None
+    chain_version: int = 0
+    polling_ended: tuple[str, float] | None = None  # (reason, unix seconds)
+    quarantine: Quarantine | None = None
+    last_event: str | None = None  # the last emitted event, serialized
 
     def to_bytes(self) -> bytes:
-        # orjson writes the dataclasses, enums and datetimes itself (RFC 3339 with microseconds): this is the
-        # write of every input, so no intermediate dicts.
-        return orjson.dumps({"v": VERSION, "first_seen": self.first_seen, "state": self.state,
-                             "seen": self.seen, "chain": self.chain})
+        return orjson.dumps({
+            "v": VERSION, "first_seen": self.first_seen,
+            "state": None if self.state is None else to_json(self.state), "seen": self.seen,
+            "chain": self.chain, "chain_version": self.chain_version, "polling_ended": self.polling_ended, "quarantine": self.quarantine,
+            "last_event": self.last_event,
+        })
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> PaymentRecord:
-        record: dict[str, Any] = orjson.loads(raw)
-        chain = record["chain"]
-        return cls(
-            first_seen=record["first_seen"],
-            state=None if record["state"] is None else _state(record["state"]),
-            seen=record["seen"],
-            chain=None if chain is None else PollChain(chain["since"], chain["poll"], chain["request_id"]),
-        )
+        """Raises :class:`NormalizationError` only for bytes no version of paystream wrote."""
+        try:
+            record: dict[str, Any] = orjson.loads(raw)
+            version = record.get("v")
+            if version == 1:
+                return _from_v1(record)
+            if version != VERSION:
+                raise ValueError(f"unknown record version {version!r}")
+            chain, ended, quarantine = record["chain"], record["polling_ended"], record["quarantine"]
+            return cls(
+                first_seen=record["first_seen"],
+                state=None if record["state"] is None else from_json(record["state"]),
+                seen=tuple((key, first) for key, first in record["seen"]),
+                chain=None if chain is None else PollChain(**chain), chain_version=record["chain_version"],
+                polling_ended=None if ended is None else (ended[0], ended[1]),
+                quarantine=None if quarantine is None else Quarantine(**quarantine),
+                last_event=record["last_event"],
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise NormalizationError(f"payment record: {exc}", reason="malformed_record") from exc
 
 
-def _time(text: str | None) -> datetime | None:
-    return None if text is None else parse_time(text)
-
-
-def _status(word: str | None) -> Status | None:
-    return None if word is None else parse_status(word)
-
-
-def _retained(raw: dict[str, Any]) -> Retained:
-    return Retained(
-        occurred_at=parse_time(raw["occurred_at"]), status=_status(raw["status"]),
-        provider_status=raw["provider_status"], source=Source(raw["source"]), reason_code=raw["reason_code"],
-        amount=raw["amount"], currency=raw["currency"], order_ref=raw["order_ref"],
-        captures=tuple((entry, value) for entry, value in raw["captures"]),
-        refunds=tuple((entry, value) for entry, value in raw["refunds"]),
-        observed_at=parse_time(raw["observed_at"]), evidence_ids=tuple(raw["evidence_ids"]),
+def _from_v1(record: dict[str, Any]) -> PaymentRecord:
+    """A record of the first processor (unbounded state, every dedupe id): its groups folded again."""
+    chain = record.get("chain")
+    state = None if record["state"] is None else migrate_v1_state(record["state"])
+    seen = sorted(record.get("seen", {}).items(), key=lambda item: item[1])[-MAX_SEEN:]
+    return PaymentRecord(
+        first_seen=record["first_seen"], state=state, seen=tuple(seen),
+        chain=None if chain is None else PollChain(chain["since"], chain["poll"], chain["request_id"]),
     )
 
 
-def _state(raw: dict[str, Any]) -> PaymentState:
-    """The inverse of orjson's serialization of a :class:`PaymentState`."""
-    return PaymentState(
-        provider=raw["provider"], account=raw["account"], object_type=raw["object_type"],
-        object_id=raw["object_id"], kind=ObjectKind(raw["kind"]), status=_status(raw["status"]),
-        previous_status=_status(raw["previous_status"]), reported_status=_status(raw["reported_status"]),
-        provider_status=raw["provider_status"], reason_code=raw["reason_code"], amount=raw["amount"],
-        currency=raw["currency"], captured_amount=raw["captured_amount"], refunded_amount=raw["refunded_amount"],
-        order_ref=raw["order_ref"], source=None if raw["source"] is None else Source(raw["source"]),
-        occurred_at=_time(raw["occurred_at"]), observed_at=_time(raw["observed_at"]),
-        evidence=tuple(raw["evidence"]), sequence=raw["sequence"], stale_count=raw["stale_count"],
-        retained=tuple(_retained(group) for group in raw["retained"]),
-    )
+def remember(seen: tuple[tuple[str, float], ...], dedupe_id: str, now_s: float,
+             ttl_s: float) -> tuple[tuple[str, float], ...]:
+    """``seen`` plus ``dedupe_id``: the newest ``MAX_SEEN``, none past the TTL."""
+    kept = [(key, first) for key, first in seen if now_s - first < ttl_s and key != dedupe_id]
+    first = next((first for key, first in seen if key == dedupe_id), now_s)
+    return (*kept[-(MAX_SEEN - 1):], (dedupe_id, first))
 
 
-def remember(seen: Mapping[str, float], dedupe_id: str, now_s: float, ttl_s: float) -> dict[str, float]:
-    """``seen`` plus ``dedupe_id``, without the entries past the TTL."""
-    kept = {key: first for key, first in seen.items() if now_s - first < ttl_s}
-    kept.setdefault(dedupe_id, now_s)
-    return kept
-
-
-def is_duplicate(seen: Mapping[str, float], dedupe_id: str, now_s: float, ttl_s: float) -> bool:
-    first = seen.get(dedupe_id)
-    return first is not None and now_s - first < ttl_s
+def is_duplicate(seen: tuple[tuple[str, float], ...], dedupe_id: str, now_s: float, ttl_s: float) -> bool:
+    return any(key == dedupe_id and now_s - first < ttl_s for key, first in seen)
 
 
 class RecordCodec:

@@ -23,11 +23,18 @@ from schemas.status import AgreementStatus, PaymentStatus, Source
 
 # Providers whose objects the fetcher can get (stale polls are only scheduled for these).
 POLLABLE = frozenset({"amazon_pay", "stripe", "mollie"})
+# The object types whose fetch reads a payment's own status: stale polls are armed only for these. A Refund, a
+# dispute or an order fetched because a thin push named it is filed under its payment's key, never its own.
+POLLED_OBJECT_TYPES: Mapping[str, frozenset[str]] = {
+    "amazon_pay": amazon_pay.PAYMENT_OBJECT_TYPES, "stripe": frozenset({"payment_intent"}),
+    "mollie": mollie.PAYMENT_OBJECT_TYPES,
+}
 # Providers that push (so a status first seen by a stale poll or sweep is a missed webhook).
 PUSHING = frozenset({"amazon_pay", "stripe", "adyen", "mollie", "standard"})
 # Object types whose statuses are agreement statuses (stored payment methods, mandates): they never wait for
 # news the way a payment does, so no stale polls are armed for them even before their first observation.
-AGREEMENT_OBJECT_TYPES = frozenset({"charge_permission", "mandate", "recurring_contract", "agreement"})
+AGREEMENT_OBJECT_TYPES = frozenset({"charge_permission", "mandate", "recurring_contract", "agreement",
+                                    "subscription", "payment_method"})
 
 
 def _unknown(provider: str) -> NormalizationError:

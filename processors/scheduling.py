@@ -12,10 +12,15 @@ with a ``not_before`` in the future; the fetcher holds such requests durably unt
   earlier than now; polls missed while nothing ran are not back-filled: the chain continues with the latest
   poll that is already due;
 * a payment in an outcome status stops the chain (its armed poll still fires once and then ends it);
-  nothing is ever auto-failed.
+  nothing is ever auto-failed;
+* a chain also ends at the provider's documented horizon (:class:`Horizons`): ``not_found_limit`` answers
+  of ``not_found`` in a row (an id the provider does not know), an authorisation past its expiry, or a
+  payment still waiting ``horizon_s`` after paystream first heard of it. The end is recorded with its reason
+  (and published in ``payments.state.v1``); news restarts a chain that ended.
 
 A poll's request id is deterministic (``{payment_key}:stale:{last news}:{n}``): re-emitting it after a worker
-restart is recognisable downstream, and the fetcher keeps one stale poll per payment, the latest.
+restart is recognisable downstream. Every link armed carries the chain's next ``version``: the fetcher keeps,
+per payment, the stale poll of the highest version, so a late retry of an older link never replaces a newer.
 """
 
 from __future__ import annotations
@@ -50,22 +55,33 @@ class PollSchedule:
 
 
 @dataclass(frozen=True, slots=True)
+class Horizons:
+    """Where a payment's polling ends (DESIGN §5: a chain ends at the provider's documented horizon)."""
+
+    not_found_limit: int  # answers of not_found in a row
+    horizon_s: float  # since paystream first heard of the payment
+    expiry_grace_s: float  # after an authorisation's expiry: one more poll may see the provider void it
+
+
+@dataclass(frozen=True, slots=True)
 class PollChain:
     """Where a payment's stale polls stand."""
 
     since: float  # unix seconds of the last news (or of the registration that started the wait)
     poll: int  # the armed poll's number (1-based)
     request_id: str  # the armed poll's request id
+    version: int = 0  # the armed link's chain version (increases with every link armed for the payment)
+    not_found: int = 0  # answers of not_found in a row
 
 
 def poll_request(key: str, provider: str, account: str, object_type: str, object_id: str, *, since: float,
-                 poll: int, schedule: PollSchedule, now: datetime) -> FetchRequest:
+                 poll: int, version: int, schedule: PollSchedule, now: datetime) -> FetchRequest:
     due = max(since + schedule.offset_of(poll), now.timestamp())
     stamp = to_rfc3339(now)
     return FetchRequest(
         payment_key=key, provider=provider, account=account, object_type=object_type, object_id=object_id,
         reason="stale", not_before=to_rfc3339(datetime.fromtimestamp(due, UTC)), requested_at=stamp,
-        request_id=f"{key}:stale:{since:.6f}:{poll}", attempt=poll,
+        request_id=f"{key}:stale:{since:.6f}:{poll}", attempt=poll, chain_version=version,
     )
 
 

@@ -12,7 +12,9 @@
   payment key: that is the repartition that brings everything about one payment to one task, in order.
 * **reconcile** (stateful, per payment key) applies each input to the payment's record
   (:mod:`processors.reconcile`): dedupe, the pure join, the stale-poll chain. It emits the status event, the
-  same event as the payment's current state, and fetch requests.
+  payment's current-state document (:mod:`processors.state_doc`) when it changed, and fetch requests. A record
+  that would pass ``max_record_bytes`` is not written: the payment is quarantined (its inputs copied to the DLQ)
+  and the partition goes on.
 
 Every stage routes what it produces with :class:`Output` (topic, key, value, headers): one ``to_topic`` per
 stage picks the topic from the output. A record a stage cannot handle goes to the DLQ unchanged with the
@@ -26,8 +28,8 @@ deterministic id and sequence.
 
 from __future__ import annotations
 
+import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,26 +40,32 @@ from quixstreams.models import TopicConfig
 from quixstreams.models.serializers import SerializationContext, Serializer
 from quixstreams.state import State
 
-from paystream.config import Settings
+from paystream.config import PROVIDERS, Settings
 from paystream.dlq import dlq_headers, reason_of
+from paystream.errors import PaymentQuarantined, UnknownProviderStatus
 from paystream.logs import get_logger
-from paystream.metrics import DLQ
+from paystream.metrics import DLQ, QUARANTINED, RECORD_BYTES, UNKNOWN_PROVIDER_WORDS
 from processors import payment_inputs
+from processors.internal_topics import changelog_topic, limits
 from processors.kafka_client import connection_config
-from processors.normalize import Normalizer
-from processors.payment_record import RecordCodec
-from processors.providers import POLLABLE
+from processors.normalize import Normalizer, Unparseable
+from processors.payment_inputs import PaymentInput
+from processors.payment_record import PaymentRecord, RecordCodec
+from processors.providers import POLLED_OBJECT_TYPES
 from processors.readiness import STATS_INTERVAL_MS, Readiness
-from processors.reconcile import Reconciler
-from processors.scheduling import PollSchedule
+from processors.reconcile import Reconciled, Reconciler
+from processors.scheduling import Horizons, PollSchedule
 from processors.settings import ProcessorSettings
+from processors.state_doc import CONTENT_TYPE as STATE_CONTENT_TYPE
+from processors.state_doc import document, signature
 from schemas.envelopes import FetchResult, InboxEnvelope
-from schemas.event import EVENT_CONTENT_TYPE, FIRST_SEEN_HEADER, format_time, serialize_event
+from schemas.event import EVENT_CONTENT_TYPE
 
 log = get_logger(__name__)
 
 RECORD = "payment"  # the one state key per payment key
 _CONTENT_TYPE = ("content-type", EVENT_CONTENT_TYPE.encode())
+_JSON = ("content-type", STATE_CONTENT_TYPE)
 Headers = list[tuple[str, bytes]]
 
 
@@ -98,8 +106,11 @@ class Stages:
         self.topics = topics
         self.clock = clock
         self.normalizer = Normalizer(settings)
-        self.reconciler = Reconciler(PollSchedule(conf.poll_schedule_s, conf.poll_repeat_s), POLLABLE,
-                                     conf.dedupe_ttl_s)
+        self.schedule = PollSchedule(conf.poll_schedule_s, conf.poll_repeat_s)
+        self.reconciler = Reconciler(
+            self.schedule, POLLED_OBJECT_TYPES, conf.dedupe_ttl_s, epoch=conf.epoch,
+            horizons=Horizons(conf.poll_not_found_limit, conf.poll_horizon_s, conf.poll_expiry_grace_s))
+        self.max_record_bytes = conf.max_record_bytes
         self.codec = RecordCodec()
 
     def inbox(self, value: bytes, key: bytes | None, _timestamp: int, headers: Any) -> list[Output]:
@@ -117,6 +128,10 @@ class Stages:
             inputs = self.normalizer.fetch_result(FetchResult.from_bytes(value))
         except Exception as exc:
             return [self._dead_letter(value, key, headers, exc, now)]
+        if isinstance(inputs, Unparseable):  # the body to the DLQ; the poll still moves its chain on
+            polled = inputs.polled
+            return [self._dead_letter(value, key, headers, inputs.error, now),
+                    Output(self.topics.inputs, polled.payment_key.encode(), payment_inputs.encode(polled))]
         return [Output(self.topics.inputs, item.payment_key.encode(), payment_inputs.encode(item))
                 for item in inputs]
 
@@ -129,29 +144,64 @@ class Stages:
             result = self.reconciler(record, item, now)
         except Exception as exc:
             return [self._dead_letter(value, key, headers, exc, now)]
+        outputs: list[Output] = []
+        if result.quarantined:
+            return [self._dead_letter(value, key, headers, PaymentQuarantined(key.decode(errors="replace")), now)]
         if result.changed:
-            state.set_bytes(RECORD, self.codec.encode(key, result.record))
-        outputs = []
-        if result.event is not None:
-            event = serialize_event(result.event)
-            first_seen = format_time(datetime.fromtimestamp(result.record.first_seen, UTC))
-            outputs.append(Output(self.topics.status, key, event, [_CONTENT_TYPE]))
-            outputs.append(Output(self.topics.state, key, event,
-                                  [_CONTENT_TYPE, (FIRST_SEEN_HEADER, first_seen.encode())]))
+            raw = self.codec.encode(key, result.record)
+            RECORD_BYTES.observe(len(raw))
+            if len(raw) > self.max_record_bytes:
+                return self._quarantine(record, result, item, value, key, headers, len(raw), state, now)
+            state.set_bytes(RECORD, raw)
+        if result.event_bytes is not None:
+            outputs.append(Output(self.topics.status, key, result.event_bytes, [_CONTENT_TYPE]))
+        if result.changed and signature(record) != signature(result.record):
+            outputs.append(self._state_document(key, result.record, now))
         outputs += [Output(self.topics.fetch_requests, request.key, request.to_bytes())
                     for request in result.fetch_requests]
         return outputs
+
+    def _state_document(self, key: bytes, record: PaymentRecord, now: datetime) -> Output:
+        return Output(self.topics.state, key, document(key.decode(), record, self.schedule, now), [_JSON])
+
+    def _quarantine(self, stored: PaymentRecord | None, result: Reconciled, item: PaymentInput, value: bytes,
+                    key: bytes, headers: Any, size: int, state: State[str, bytes], now: datetime) -> list[Output]:
+        """The record would pass the hard cap: keep the last stored one, flagged, and copy the input to the DLQ
+        (a person decides); the partition and the worker go on."""
+        base = stored or PaymentRecord(first_seen=now.timestamp(), state=None)
+        flagged = self.reconciler.quarantine(base, "record_size_cap", size, now)
+        state.set_bytes(RECORD, self.codec.encode(key, flagged))
+        provider = key.decode(errors="replace").split(":", 1)[0]
+        QUARANTINED.labels(provider if provider in PROVIDERS else "unknown").inc()
+        log.error("payment_quarantined", payment_key=key.decode(errors="replace"), record_bytes=size,
+                  cap_bytes=self.max_record_bytes)
+        error = PaymentQuarantined(f"{key.decode(errors='replace')}: record would be {size} bytes "
+                                   f"(cap {self.max_record_bytes}): quarantined")
+        return [self._dead_letter(value, key, headers, error, now), self._state_document(key, flagged, now)]
 
     def _dead_letter(self, value: bytes, key: bytes | None, headers: Any, error: BaseException,
                      now: datetime) -> Output:
         where = message_context()
         DLQ.labels(where.topic, reason_of(error)).inc()
+        if isinstance(error, UnknownProviderStatus) and error.provider and error.word:
+            UNKNOWN_PROVIDER_WORDS.labels(error.provider, error.word[:64]).inc()
         log.warning("dead_lettered", topic=where.topic, partition=where.partition, offset=where.offset,
                     error_class=type(error).__name__, error=str(error)[:300])
         original = [(name, bytes(raw)) for name, raw in (headers or [])]
         return Output(self.topics.dlq, key, value, dlq_headers(original, error=error, topic=where.topic,
                                                               partition=where.partition, offset=where.offset,
                                                               now=now))
+
+
+def transactional_id(conf: ProcessorSettings) -> str:
+    return f"{conf.app_id}-{conf.worker_id or socket.gethostname()}"
+
+
+def internal_topics(settings: Settings, conf: ProcessorSettings) -> list[tuple[str, dict[str, str]]]:
+    """The processor's internal topics with their own configuration (:mod:`processors.internal_topics`)."""
+    inputs = conf.inputs_topic()
+    return [(inputs, {"retention.ms": str(settings.topics.inbox_retention_ms)}),
+            (changelog_topic(conf.app_id, inputs), {"cleanup.policy": "compact"})]
 
 
 def topic_names(settings: Settings, conf: ProcessorSettings) -> TopicNames:
@@ -189,9 +239,12 @@ def build_application(settings: Settings, conf: ProcessorSettings, readiness: Re
             "stats_cb": readiness.observe,
         },
         producer_extra_config={
-            # Unique per process (fencing of a zombie worker goes through the consumer group's generation,
-            # KIP-447), prefixed with the app id so one ACL prefix grants every worker its transactions.
-            "transactional.id": f"{conf.app_id}-{uuid.uuid4()}",
+            # Stable per worker slot and unique among live workers (ProcessorSettings.worker_id), prefixed with
+            # the app id so one ACL prefix grants every worker its transactions. A restarted worker's producer
+            # fences its predecessor and aborts its open transaction when it starts, so read_committed consumers
+            # are not held until the transaction timeout (zombies are also fenced by the group's generation,
+            # KIP-447).
+            "transactional.id": transactional_id(conf),
             # Two limits in one: a killed worker's open transaction keeps every partition it wrote to frozen for
             # read_committed readers (fulfillment included), and a restarted worker's offset lookup waiting,
             # until the broker aborts it after this long (Quix Streams gives that lookup 30 s); and records
@@ -219,7 +272,7 @@ def build_application(settings: Settings, conf: ProcessorSettings, readiness: Re
     }
     topics[names.inputs] = app.topic(names.inputs, **raw, config=TopicConfig(
         num_partitions=partitions, replication_factor=replicas,
-        extra_config={"retention.ms": str(settings.topics.inbox_retention_ms)}))
+        extra_config={"retention.ms": str(settings.topics.inbox_retention_ms), **limits(conf)}))
 
     stages = Stages(settings, conf, names)
 

@@ -35,7 +35,8 @@ from processors.freshness import follow_state_topic
 from processors.providers import PUSHING
 from processors.readiness import Readiness
 from processors.settings import ProcessorSettings
-from processors.topology import build_application
+from processors.internal_topics import ensure_internal_topics
+from processors.topology import build_application, internal_topics, transactional_id
 
 log = get_logger(__name__)
 
@@ -167,8 +168,10 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     _arm_signals()
     try:
-        # The processor reads and writes the public topics: make sure they exist before subscribing.
+        # The processor reads and writes the public topics: make sure they exist before subscribing; its
+        # internal topics get their size limits before the engine would create them without.
         asyncio.run(ensure_topics_until_created(settings))
+        ensure_internal_topics(settings, conf, inputs=internal_topics(settings, conf))
         # A labelled counter's series exists from its first increment on, which increase() cannot see:
         # create the alerted ones at zero so their first step counts.
         for provider in PUSHING:
@@ -176,7 +179,8 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
         if conf.freshness_gauges:
             freshness = FreshnessThread(settings)
             freshness.start()
-        log.info("processor_starting", app_id=conf.app_id, bootstrap=settings.kafka.bootstrap,
+        log.info("processor_starting", app_id=conf.app_id, transactional_id=transactional_id(conf),
+                 epoch=conf.epoch, bootstrap=settings.kafka.bootstrap,
                  guarantee=conf.processing_guarantee, commit_interval_s=conf.commit_interval_s,
                  metrics_port=settings.metrics_port)
         run_engine(lambda: build_application(settings, conf, readiness))

@@ -122,6 +122,9 @@ class FetchRequest:
     # link the processor arms. The fetcher's delay store keeps the highest version per payment, so a retry of
     # an older link re-published late never replaces the link armed after it.
     chain_version: int | None = None
+    # How often the fetcher re-published this request after a retryable answer (429, 5xx, timeout); None as
+    # the processors wrote it. The retry budget counts these, never ``attempt`` (a stale poll's number).
+    retry: int | None = None
     v: int = 1
 
     @property

@@ -1,7 +1,9 @@
 """The normalized event on ``payments.status.v1`` (DESIGN §4.3): CloudEvents 1.0, structured JSON mode.
 
-The event id is a UUIDv5 of ``{payment_key}:{sequence}``: reprocessing the same observations yields the same
-ids, so consumers can dedupe on ``id`` across replays and worker restarts.
+The event id is a UUIDv5 of ``{payment_key}:{sequence}`` (``{payment_key}:{epoch}:{sequence}`` from derivation
+epoch 1 on): reprocessing the same observations yields the same ids, so consumers can dedupe on ``id`` across
+replays and worker restarts; a rebuild that derives the stream again from scratch raises the epoch, so its
+events never reuse an id that consumers already applied with different content.
 """
 
 from __future__ import annotations
@@ -55,11 +57,12 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def event_id(payment_key: str, sequence: int) -> str:
-    """``str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{payment_key}:{sequence}"))``, computed without the UUID object
-    (RFC 4122 §4.3: SHA-1 of namespace + name, version 5, RFC 4122 variant)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{payment_key}:{sequence}".encode(), usedforsecurity=False)
-                       .digest()[:16])
+def event_id(payment_key: str, sequence: int, epoch: int = 0) -> str:
+    """``str(uuid.uuid5(EVENT_ID_NAMESPACE, name))`` with name ``{payment_key}:{sequence}`` (epoch 0) or
+    ``{payment_key}:{epoch}:{sequence}``, computed without the UUID object (RFC 4122 §4.3: SHA-1 of namespace +
+    name, version 5, RFC 4122 variant)."""
+    name = f"{payment_key}:{sequence}" if epoch == 0 else f"{payment_key}:{epoch}:{sequence}"
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     text = digest.hex()
@@ -74,8 +77,18 @@ def _time_or_none(moment: datetime | None) -> str | None:
     return None if moment is None else format_time(moment)
 
 
+def risk_view(signals: tuple[tuple[str, str, Any, str | None], ...]) -> dict[str, Any] | None:
+    """The event's ``risk``: null when the payment never had a signal; else whether fulfillment should hold
+    it (any signal open or confirmed) and every signal by id."""
+    if not signals:
+        return None
+    items = [{"id": entry_id, "kind": kind, "state": str(state), "reason": reason}
+             for entry_id, kind, state, reason in signals]
+    return {"hold": any(item["state"] in ("open", "confirmed") for item in items), "signals": items}
+
+
 def build_event(state: PaymentState, emitted_at: datetime) -> dict[str, Any]:
-    """The CloudEvent for ``state`` as just numbered by :func:`schemas.join.next_event`."""
+    """The CloudEvent for ``state`` as just numbered by :func:`schemas.join.advance`."""
     if state.status is None or state.sequence < 1 or state.occurred_at is None:
         raise ValueError(f"{state.payment_key}: nothing to emit ({state.status=}, {state.sequence=})")
     key = state.payment_key
@@ -91,10 +104,15 @@ def build_event(state: PaymentState, emitted_at: datetime) -> dict[str, Any]:
         "status": str(state.status),
         "previous_status": None if state.previous_status is None else str(state.previous_status),
         "sequence": state.sequence,
+        "epoch": state.epoch,
         "amount": state.amount,
         "captured_amount": state.captured_amount,
         "refunded_amount": state.refunded_amount,
+        "disputed_amount": state.disputed_amount,
         "currency": state.currency,
+        "agreement_ref": state.agreement_ref,
+        "authorization_expires_at": _time_or_none(state.authorization_expires_at),
+        "risk": risk_view(state.risk),
         "provider_status": state.provider_status,
         "reason_code": state.reason_code,
         "source": None if state.source is None else str(state.source),
@@ -105,7 +123,7 @@ def build_event(state: PaymentState, emitted_at: datetime) -> dict[str, Any]:
     }
     return {
         "specversion": SPEC_VERSION,
-        "id": event_id(key, state.sequence),
+        "id": event_id(key, state.sequence, state.epoch),
         "source": event_source(state.provider, state.account),
         "type": EVENT_TYPES[state.kind],
         "subject": key,

@@ -1,4 +1,5 @@
-"""The pure join (DESIGN §5): a payment's state as a function of the SET of observations seen so far.
+"""The pure join (DESIGN §5, JOIN_V2): a payment's state as a function of the SET of observations seen so far,
+and the stream of events it emits as a legal path of the transition table.
 
 How the set is folded:
 
@@ -7,41 +8,55 @@ How the set is folded:
   smallest ``MAX_GROUP_EVIDENCE`` are kept) and nothing else. Each group keeps the earliest receipt time.
   Collapsing is a semilattice join (set union, min, smallest-k), so the retained set does not depend on
   arrival order or duplication.
-* Status-bearing groups are applied in canonical order — provider time, then progress rank, then smallest
-  evidence id, then content — through the transition table (:mod:`schemas.transitions`). The first status
-  may be anything; a move the table does not list is a stale regression: counted and ignored.
-* Amounts accumulate over distinct capture / refund ids across ALL groups (a conflict for one id resolves
-  to the larger amount). ``partially_captured`` / ``captured`` and ``partially_refunded`` / ``refunded``
-  then follow from the amounts when they are known. Amount-only observations (``status is None``) are
-  parked: no status exists until a status-bearing observation does, and then their amounts count.
+* Groups are folded left to right in canonical order — provider time, then progress rank, then smallest
+  evidence id, then content. Status words go through the transition table (:mod:`schemas.transitions`): the
+  first may be anything; a move the table does not list is a stale regression, counted and ignored.
+  Captures, refunds, disputes and risk signals go to per-id ledgers (:mod:`schemas.ledger`), each id by its
+  newest report. Facts (amount, currency, order and agreement references, the authorisation's expiry) come
+  from the newest accepted group that knows them.
+* The status of the capture family is then refined by the amounts: captured vs. the amount gives
+  ``partially_captured`` / ``captured``, refunds give ``partially_refunded`` / ``refunded`` — and a capture
+  or refund that failed or was reversed moves the status back, decided by the observation that said so.
 
-:func:`apply` re-folds the retained groups plus the new observation, so incremental processing equals the
-batch :func:`fold` by construction. Parsers should set ``occurred_at`` to the provider's time of the status
-(not the fetch time) so that polls seeing the same object collapse instead of growing the retained set.
+Bounded state: only the newest ``LIVE_GROUPS`` groups are kept whole; older ones are folded into a
+:class:`Summary` (the fold's accumulator at that point) and remembered by a 64-bit hash of their facts, so a
+redelivery or a poll repeating them is still recognised. An observation older than the compaction point of
+such a busy payment is folded after the summary: the ledgers and the table still keep it from rewinding newer
+evidence. Below ``LIVE_GROUPS`` distinct observations the state is exactly the fold of the set.
+
+Emission discipline: an event is due when the fold's status, amounts or risk differ from the last emitted
+event. The emitted stream is itself a legal path of the table: when the move from the last emitted status to
+the fold's status is not allowed (a late older observation rearranged the fold), nothing is emitted — the
+observation is absorbed (counted) and the payment waits for evidence that allows a legal move.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+import hashlib
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from paystream.errors import NormalizationError
-from schemas.event import build_event, format_time, parse_time
+from schemas.event import build_event
+from schemas.ledger import DisputeEntry, Ledgers, MoneyEntry, RiskEntry
 from schemas.observation import Observation, payment_key
 from schemas.status import ObjectKind, PaymentStatus, Source
-from schemas.transitions import TABLE, Status, kind_of, parse_status
+from schemas.transitions import TABLE, Status, kind_of
 
 MAX_GROUP_EVIDENCE = 16  # evidence ids kept per collapsed group (dedupe memory for retries)
 MAX_STATE_EVIDENCE = 32  # evidence ids reported with the current status
+LIVE_GROUPS = 32  # distinct observations kept whole per payment; older ones live on in the summary
 
 P = PaymentStatus
 CAPTURE_FAMILY = frozenset({P.AUTHORIZED, P.PARTIALLY_CAPTURED, P.CAPTURED, P.PARTIALLY_REFUNDED, P.REFUNDED})
 REFUND_STATUSES = frozenset({P.PARTIALLY_REFUNDED, P.REFUNDED})
 CAPTURE_STATUSES = frozenset({P.PARTIALLY_CAPTURED, P.CAPTURED})
+_FACTS = ("amount", "currency", "order_ref", "agreement_ref", "authorization_expires_at")
 
 
 def _utc(moment: datetime, what: str) -> datetime:
@@ -52,12 +67,9 @@ def _utc(moment: datetime, what: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _amounts(entries: Mapping[str, int], what: str) -> tuple[tuple[str, int], ...]:
-    if not entries:
-        return ()
-    if any(value < 0 for value in entries.values()):
-        raise NormalizationError(f"negative {what} amount: {dict(entries)!r}", reason="negative_amount")
-    return tuple(sorted(entries.items()))
+def _checked(amount: int | None, what: str) -> None:
+    if amount is not None and amount < 0:
+        raise NormalizationError(f"negative {what} amount {amount}", reason="negative_amount")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,63 +84,151 @@ class Retained:
     amount: int | None
     currency: str | None
     order_ref: str | None
-    captures: tuple[tuple[str, int], ...]
-    refunds: tuple[tuple[str, int], ...]
+    agreement_ref: str | None
+    authorization_expires_at: datetime | None
+    captures: tuple[MoneyEntry, ...]
+    refunds: tuple[MoneyEntry, ...]
+    refunded_total: int | None
+    disputes: tuple[DisputeEntry, ...]
+    risk: tuple[RiskEntry, ...]
     observed_at: datetime  # earliest receipt among the collapsed observations
     evidence_ids: tuple[str, ...]  # sorted, the smallest MAX_GROUP_EVIDENCE
 
     @classmethod
     def of(cls, obs: Observation) -> Retained:
-        if obs.amount is not None and obs.amount < 0:
-            raise NormalizationError(f"negative amount {obs.amount}", reason="negative_amount")
+        _checked(obs.amount, "payment")
+        _checked(obs.refunded_total, "refunded total")
+        for what, entries in (("capture", obs.captures), ("refund", obs.refunds), ("dispute", obs.disputes)):
+            for entry in entries.values():
+                _checked(entry.amount, what)
+        expires = obs.authorization_expires_at
         return cls(
-            _utc(obs.occurred_at, "occurred_at"), obs.status, obs.provider_status, obs.source,
-            obs.reason_code, obs.amount, obs.currency, obs.order_ref, _amounts(obs.captures, "capture"),
-            _amounts(obs.refunds, "refund"), _utc(obs.observed_at, "observed_at"), (obs.evidence_id,),
+            _utc(obs.occurred_at, "occurred_at"), obs.status, obs.provider_status, obs.source, obs.reason_code,
+            obs.amount, obs.currency, obs.order_ref, obs.agreement_ref,
+            None if expires is None else _utc(expires, "authorization_expires_at"),
+            tuple(sorted((key, m.amount, m.state) for key, m in obs.captures.items())),
+            tuple(sorted((key, m.amount, m.state) for key, m in obs.refunds.items())),
+            obs.refunded_total,
+            tuple(sorted((key, d.amount, d.state, d.reason) for key, d in obs.disputes.items())),
+            tuple(sorted((key, r.kind, r.state, r.reason) for key, r in obs.risk.items())),
+            _utc(obs.observed_at, "observed_at"), (obs.evidence_id,),
         )
 
     def content(self) -> tuple[object, ...]:
         """The collapse key: everything but receipt time and evidence ids."""
-        return (self.occurred_at, self.status, self.provider_status, self.source, self.reason_code,
-                self.amount, self.currency, self.order_ref, self.captures, self.refunds)
+        return (self.source, *self.facts())
 
     def facts(self) -> tuple[object, ...]:
         """:meth:`content` without the source: what was observed, whoever observed it."""
         return (self.occurred_at, self.status, self.provider_status, self.reason_code, self.amount, self.currency,
-                self.order_ref, self.captures, self.refunds)
+                self.order_ref, self.agreement_ref, self.authorization_expires_at, self.captures, self.refunds,
+                self.refunded_total, self.disputes, self.risk)
+
+    def facts_hash(self) -> int:
+        """A stable 64-bit hash of :meth:`facts` (remembers compacted groups across processes)."""
+        digest = hashlib.blake2b(orjson.dumps(self.facts()), digest_size=8).digest()
+        return int.from_bytes(digest, "big")
+
+    @property
+    def carries_entries(self) -> bool:
+        return bool(self.captures or self.refunds or self.disputes or self.risk) or self.refunded_total is not None
 
     def order_key(self) -> tuple[datetime, int, str, bytes]:
-        return (*self.short_order_key(), self.content_bytes())
+        return (*self.short_order_key(), orjson.dumps(self.content()))
 
     def short_order_key(self) -> tuple[datetime, int, str]:
         """:meth:`order_key` without its last part, which only separates groups this one does not."""
         return (self.occurred_at, -1 if self.status is None else TABLE.rank(self.status), self.evidence_ids[0])
 
-    def content_bytes(self) -> bytes:
-        return orjson.dumps([self.status, self.provider_status, self.source, self.reason_code, self.amount,
-                             self.currency, self.order_ref, self.captures, self.refunds])
-
     def merged(self, other: Retained) -> Retained:
         ids = tuple(sorted(set(self.evidence_ids) | set(other.evidence_ids))[:MAX_GROUP_EVIDENCE])
         return replace(self, observed_at=min(self.observed_at, other.observed_at), evidence_ids=ids)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "occurred_at": format_time(self.occurred_at), "status": self.status,
-            "provider_status": self.provider_status, "source": self.source, "reason_code": self.reason_code,
-            "amount": self.amount, "currency": self.currency, "order_ref": self.order_ref,
-            "captures": dict(self.captures), "refunds": dict(self.refunds),
-            "observed_at": format_time(self.observed_at), "evidence_ids": list(self.evidence_ids),
-        }
+
+@dataclass(frozen=True, slots=True)
+class Decider:
+    """The observation that decided the current status (or the last change of amounts or risk)."""
+
+    provider_status: str
+    reason_code: str | None
+    source: Source
+    occurred_at: datetime
+    observed_at: datetime
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Retained:
-        return cls(
-            parse_time(raw["occurred_at"]), None if raw["status"] is None else parse_status(raw["status"]),
-            raw["provider_status"], Source(raw["source"]), raw["reason_code"], raw["amount"], raw["currency"],
-            raw["order_ref"], tuple(sorted(raw["captures"].items())), tuple(sorted(raw["refunds"].items())),
-            parse_time(raw["observed_at"]), tuple(raw["evidence_ids"]),
-        )
+    def of(cls, group: Retained) -> Decider:
+        return cls(group.provider_status, group.reason_code, group.source, group.occurred_at, group.observed_at)
+
+
+@dataclass(slots=True)
+class Summary:
+    """The fold's accumulator: what the folded groups leave for the ones after them. Kept (as a copy) as the
+    compact summary of a busy payment's oldest groups."""
+
+    position: int = 0  # groups folded so far
+    reported: Status | None = None  # the provider's status word, as accepted by the table
+    run_start: int = 0  # position of the group that moved into ``reported``
+    run_decider: Decider | None = None
+    run_evidence: tuple[str, ...] = ()
+    change_at: int = -1  # position of the newest accepted group that carried ledger entries
+    change_decider: Decider | None = None
+    change_evidence: tuple[str, ...] = ()
+    facts: dict[str, tuple[datetime, Any]] | None = None  # name -> (provider time, value)
+    ledgers: Ledgers | None = None
+    stale: int = 0
+
+    def copy(self) -> Summary:
+        return Summary(self.position, self.reported, self.run_start, self.run_decider, self.run_evidence,
+                       self.change_at, self.change_decider, self.change_evidence, dict(self.facts or {}),
+                       (self.ledgers or Ledgers()).copy(), self.stale)
+
+    def add(self, group: Retained) -> bool:
+        """Fold one more group; False when its status word is a stale regression."""
+        ledgers = self.ledgers = self.ledgers or Ledgers()
+        facts = self.facts = self.facts if self.facts is not None else {}
+        ledgers.add(group.occurred_at, group.captures, group.refunds, group.refunded_total, group.disputes,
+                    group.risk)
+        position, self.position = self.position, self.position + 1
+        if group.status is not None:
+            if self.reported is not None and not TABLE.allows(self.reported, group.status, group.source):
+                self.stale += 1
+                return False
+            if group.status != self.reported or self.run_decider is None:
+                self.reported, self.run_start = group.status, position
+                self.run_decider, self.run_evidence = Decider.of(group), group.evidence_ids[:MAX_STATE_EVIDENCE]
+            else:
+                self.run_evidence = _bounded(self.run_evidence, group.evidence_ids)
+        if group.carries_entries:
+            self.change_at, self.change_decider = position, Decider.of(group)
+            self.change_evidence = _bounded(self.change_evidence, group.evidence_ids)
+        # The payment's amount comes only from status-bearing groups: on an entry-only one it may be the
+        # entry's own amount.
+        values = (group.amount if group.status is not None else None, group.currency, group.order_ref,
+                  group.agreement_ref, group.authorization_expires_at)
+        for name, value in zip(_FACTS, values, strict=True):
+            if value is not None:
+                held = facts.get(name)
+                if held is None or group.occurred_at >= held[0]:
+                    facts[name] = (group.occurred_at, value)
+        return True
+
+
+def _bounded(held: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
+    if len(held) >= MAX_STATE_EVIDENCE:
+        return held
+    return tuple(dict.fromkeys((*held, *more)))[:MAX_STATE_EVIDENCE]
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    """What the last emitted event said: the next one is due when the fold says something else."""
+
+    status: Status
+    amount: int | None
+    captured_amount: int
+    refunded_amount: int
+    disputed_amount: int
+    risk: tuple[tuple[str, str], ...]  # (signal id, state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,159 +238,114 @@ class PaymentState:
     object_type: str
     object_id: str
     kind: ObjectKind
-    status: Status | None = None  # None while only amount-only observations are known (parked)
-    previous_status: Status | None = None  # the status before the last emitted event
-    reported_status: Status | None = None  # the provider's status before amounts refined it
+    # --- the fold of the observations -----------------------------------------------------------------
+    status: Status | None = None  # None while only entry-only observations are known (parked)
+    reported_status: Status | None = None  # the provider's status word before amounts refined it
     provider_status: str | None = None
     reason_code: str | None = None
     amount: int | None = None
     currency: str | None = None
     captured_amount: int = 0
     refunded_amount: int = 0
+    disputed_amount: int = 0
+    risk: tuple[RiskEntry, ...] = ()
     order_ref: str | None = None
-    # The deciding observation: the one that moved the payment into its current status.
+    agreement_ref: str | None = None
+    authorization_expires_at: datetime | None = None
+    # The deciding observation: the one that moved the payment into its current status or amounts.
     source: Source | None = None
     occurred_at: datetime | None = None
     observed_at: datetime | None = None
     evidence: tuple[str, ...] = ()
-    sequence: int = 0  # events emitted so far for this payment
     stale_count: int = 0  # distinct observations ignored as stale regressions
-    retained: tuple[Retained, ...] = ()
+    # --- the emitted stream ---------------------------------------------------------------------------
+    sequence: int = 0  # events emitted so far for this payment (in this epoch)
+    epoch: int = 0  # the derivation epoch of the events (raised by rebuilds: ids never repeat)
+    previous_status: Status | None = None  # the status before the last emitted event
+    emitted: Emitted | None = None
+    absorbed_count: int = 0  # observations whose fold the table did not let the stream follow (yet)
+    # --- what can still change the fold ----------------------------------------------------------------
+    summary: Summary | None = None  # the fold of the compacted groups
+    compacted: bytes = b""  # sorted big-endian 64-bit facts hashes of the compacted groups
+    retained: tuple[Retained, ...] = ()  # the live groups, in canonical order
 
     @property
     def payment_key(self) -> str:
         return payment_key(self.provider, self.account, self.object_type, self.object_id)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types only (rebuild diffs and test fixtures; the processor stores the state with orjson)."""
-        out: dict[str, Any] = {}
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            if isinstance(value, datetime):
-                value = format_time(value)
-            elif spec.name == "retained":
-                value = [group.to_dict() for group in value]
-            elif spec.name == "evidence":
-                value = list(value)
-            out[spec.name] = value
-        return out
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> PaymentState:
-        values: dict[str, Any] = dict(raw)
-        for name in ("status", "previous_status", "reported_status"):
-            values[name] = None if raw[name] is None else parse_status(raw[name])
-        for name in ("occurred_at", "observed_at"):
-            values[name] = None if raw[name] is None else parse_time(raw[name])
-        values["kind"] = ObjectKind(raw["kind"])
-        values["source"] = None if raw["source"] is None else Source(raw["source"])
-        values["evidence"] = tuple(raw["evidence"])
-        values["retained"] = tuple(Retained.from_dict(group) for group in raw["retained"])
-        return cls(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    state: PaymentState
-    duplicate: bool  # this exact observation (evidence id and content) was already retained
-    stale: bool  # the observation is a stale regression: recorded, ignored
-    changed: bool  # status or an amount differs from the previous state
+    @property
+    def compacted_count(self) -> int:
+        return len(self.compacted) // 8
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """:func:`apply` followed by :func:`next_event`."""
+    """One observation applied: the new state, the event when one is due, and what happened."""
 
     state: PaymentState
     event: dict[str, Any] | None
-    duplicate: bool
-    stale: bool
+    duplicate: bool  # this exact observation (evidence id and content) was already retained
+    stale: bool  # its status word is a stale regression: recorded, ignored
+    news: bool  # it told the payment facts it did not know (restarts the stale-poll chain)
+    absorbed: bool  # the fold changed but the table does not allow the stream to follow: nothing emitted
 
 
-def _derive(reported: Status, amount: int | None, captured: int, refunded: int) -> Status:
-    """Refine the provider's status with the amounts, when they say more than the word."""
-    if reported not in CAPTURE_FAMILY or (captured == 0 and refunded == 0):
+def _derive(reported: Status, amount: int | None, captured: int, refunded: int, ledgers: Ledgers) -> Status:
+    """Refine the provider's status word of the capture family with the amounts."""
+    if reported not in CAPTURE_FAMILY:
         return reported
     if refunded > 0:
         base = captured if captured > 0 else amount
         if base is None:
             return reported if reported in REFUND_STATUSES else P.PARTIALLY_REFUNDED
         return P.REFUNDED if refunded >= base else P.PARTIALLY_REFUNDED
-    if reported in REFUND_STATUSES:  # the provider says refunded but we know no refund id: trust it
-        return reported
-    if amount is None:
-        return reported if reported in CAPTURE_STATUSES else P.CAPTURED
-    return P.CAPTURED if captured >= amount else P.PARTIALLY_CAPTURED
+    if reported in REFUND_STATUSES and not ledgers.knows_refunds:
+        return reported  # the provider says refunded and names no refund: trust it
+    if captured > 0:
+        if amount is None:
+            return reported if reported in CAPTURE_STATUSES else P.CAPTURED
+        return P.CAPTURED if captured >= amount else P.PARTIALLY_CAPTURED
+    if ledgers.knows_captures:
+        return P.AUTHORIZED  # every capture we know of is pending, failed or reversed: only authorised
+    return P.CAPTURED if reported in REFUND_STATUSES else reported  # every refund undone: the money is back
 
 
-def _canonical_order(groups: Iterable[Retained]) -> tuple[Retained, ...]:
-    """``groups`` sorted by :meth:`Retained.order_key`. The full key serializes the content, so groups are
-    sorted by its cheap prefix first and only a run of groups that tie on the prefix (rare: same provider time,
-    rank and smallest evidence id) is sorted again by the full key; the result is the same order."""
+def _canonical_order(groups: Iterable[Retained]) -> list[Retained]:
+    """``groups`` sorted by :meth:`Retained.order_key`: by the cheap prefix, and only runs that tie on it
+    (same provider time, rank and smallest evidence id: rare) again by the full key."""
     ordered = sorted(groups, key=Retained.short_order_key)
     keys = [group.short_order_key() for group in ordered]
     if len(set(keys)) != len(keys):
         ordered.sort(key=Retained.order_key)
-    return tuple(ordered)
+    return ordered
 
 
-def _join(base: PaymentState, groups: Iterable[Retained]) -> tuple[PaymentState, frozenset[Retained]]:
-    """Fold collapsed groups into a state; also returns the groups ignored as stale."""
-    fields_, ignored = _joined_fields(groups)
-    return replace(base, **fields_), ignored
-
-
-def _joined_fields(groups: Iterable[Retained], *, in_order: bool = False) -> tuple[dict[str, Any],
-                                                                                   frozenset[Retained]]:
-    """The state fields the fold of ``groups`` decides, and the groups ignored as stale. ``in_order``: the
-    caller knows ``groups`` are already in canonical order (skips the sort)."""
-    ordered = tuple(groups) if in_order else _canonical_order(groups)
-    captures: dict[str, int] = {}
-    refunds: dict[str, int] = {}
-    facts: dict[str, Any] = {"amount": None, "currency": None, "order_ref": None}
-    reported: Status | None = None
-    run_start = 0
-    stale: set[int] = set()  # indexes into `ordered`
-    for index, group in enumerate(ordered):
-        for entry_id, value in group.captures:
-            captures[entry_id] = max(value, captures.get(entry_id, value))
-        for entry_id, value in group.refunds:
-            refunds[entry_id] = max(value, refunds.get(entry_id, value))
-        if group.status is not None:
-            if reported is not None and not TABLE.allows(reported, group.status, group.source):
-                stale.add(index)
-                continue
-            if group.status != reported:
-                reported, run_start = group.status, index
-        # The latest accepted observation that knows a fact wins. The payment's amount is only taken from
-        # status-bearing observations: on a capture/refund-only observation it may be the entry's amount.
-        if group.amount is not None and group.status is not None:
-            facts["amount"] = group.amount
-        if group.currency is not None:
-            facts["currency"] = group.currency
-        if group.order_ref is not None:
-            facts["order_ref"] = group.order_ref
-    captured, refunded = sum(captures.values()), sum(refunds.values())
-    fields_: dict[str, Any] = dict(facts, captured_amount=captured, refunded_amount=refunded,
-                                   stale_count=len(stale), retained=ordered)
-    ignored = frozenset(ordered[index] for index in stale) if stale else frozenset()
-    if reported is None:
-        return fields_, ignored
-    status = _derive(reported, facts["amount"], captured, refunded)
-    run = [g for i, g in enumerate(ordered[run_start:], run_start) if g.status == reported and i not in stale]
-    deciding, support = run[0], run
-    if status != reported:  # amounts refined the status: the newest of the supporting observations decided
-        wants_refunds = status in REFUND_STATUSES
-        carriers = [i for i, g in enumerate(ordered) if (g.refunds if wants_refunds else g.captures)
-                    and i not in stale]
-        if carriers:
-            deciding = ordered[max(carriers[-1], run_start)]
-            support = run + [ordered[i] for i in carriers]
-    evidence = tuple(dict.fromkeys(eid for g in support for eid in g.evidence_ids))[:MAX_STATE_EVIDENCE]
-    fields_.update(status=status, reported_status=reported, provider_status=deciding.provider_status,
-                   reason_code=deciding.reason_code, source=deciding.source,
-                   occurred_at=deciding.occurred_at, observed_at=deciding.observed_at, evidence=evidence)
-    return fields_, ignored
+def _fold_fields(summary: Summary | None, groups: Iterable[Retained], new: Retained | None) -> tuple[
+        dict[str, Any], bool]:
+    """The state fields the fold of ``summary`` + ``groups`` decides, and whether ``new`` was stale."""
+    acc = summary.copy() if summary is not None else Summary()
+    new_stale = False
+    for group in groups:
+        if not acc.add(group) and group is new:
+            new_stale = True
+    ledgers = acc.ledgers or Ledgers()
+    facts = acc.facts or {}
+    captured, refunded = ledgers.captured(), ledgers.refunded()
+    fields: dict[str, Any] = {name: held[1] for name, held in facts.items()}
+    for name in _FACTS:
+        fields.setdefault(name, None)
+    fields.update(captured_amount=captured, refunded_amount=refunded, disputed_amount=ledgers.disputed(),
+                  risk=ledgers.risk_entries(), stale_count=acc.stale)
+    if acc.reported is None or acc.run_decider is None:
+        return fields, new_stale
+    status = _derive(acc.reported, fields["amount"], captured, refunded, ledgers)
+    deciding, evidence = acc.run_decider, acc.run_evidence
+    if acc.change_decider is not None and acc.change_at > acc.run_start:
+        deciding, evidence = acc.change_decider, _bounded(acc.change_evidence, acc.run_evidence)
+    fields.update(status=status, reported_status=acc.reported, provider_status=deciding.provider_status,
+                  reason_code=deciding.reason_code, source=deciding.source, occurred_at=deciding.occurred_at,
+                  observed_at=deciding.observed_at, evidence=evidence)
+    return fields, new_stale
 
 
 def _check(base: PaymentState, obs: Observation) -> None:
@@ -304,86 +359,116 @@ def _check(base: PaymentState, obs: Observation) -> None:
         )
 
 
-def _collapse(groups: Iterable[Retained], new: Retained) -> tuple[list[Retained], bool]:
-    """``groups`` (already collapsed) with ``new`` merged into the group of equal content, or appended."""
+def _collapse(groups: tuple[Retained, ...], new: Retained) -> tuple[list[Retained], Retained | None, bool]:
+    """``groups`` with ``new`` merged into the group of equal content (returns it as the second value), or
+    inserted in canonical order; and whether ``new``'s evidence id was already there (a duplicate)."""
     collapsed = list(groups)
     content = new.content()
     for index, group in enumerate(collapsed):
         # Provider time first: a cheap filter before the full content comparison.
         if group.occurred_at == new.occurred_at and group.content() == content:
             collapsed[index] = group.merged(new)
-            return collapsed, new.evidence_ids[0] in group.evidence_ids
-    collapsed.append(new)
-    return collapsed, False
+            return collapsed, None, new.evidence_ids[0] in group.evidence_ids
+    # The live groups are in canonical order: a new group that sorts after the last one (the usual case,
+    # newer provider time) is appended; any other is placed by a sort.
+    if not collapsed or new.short_order_key() > collapsed[-1].short_order_key():
+        collapsed.append(new)
+        return collapsed, new, False
+    return _canonical_order([*collapsed, new]), new, False
+
+
+def _has_hash(compacted: bytes, value: int) -> bool:
+    count = len(compacted) // 8
+    if not count:
+        return False
+    keys = memoryview(compacted)
+    index = bisect_left(range(count), value, key=lambda i: int.from_bytes(keys[i * 8:i * 8 + 8], "big"))
+    return index < count and int.from_bytes(keys[index * 8:index * 8 + 8], "big") == value
+
+
+def _with_hashes(compacted: bytes, values: Iterable[int]) -> bytes:
+    held = {int.from_bytes(compacted[i:i + 8], "big") for i in range(0, len(compacted), 8)}
+    held.update(values)
+    return b"".join(value.to_bytes(8, "big") for value in sorted(held))
+
+
+def _compact(summary: Summary | None, compacted: bytes, groups: list[Retained]) -> tuple[
+        Summary | None, bytes, list[Retained]]:
+    """Past ``LIVE_GROUPS``, the oldest groups go into the summary and are remembered by their facts' hash."""
+    if len(groups) <= LIVE_GROUPS:
+        return summary, compacted, groups
+    summary = summary.copy() if summary is not None else Summary()
+    oldest, groups = groups[:-LIVE_GROUPS], groups[-LIVE_GROUPS:]
+    for group in oldest:
+        summary.add(group)
+    return summary, _with_hashes(compacted, (group.facts_hash() for group in oldest)), groups
+
+
+def fold_groups(base: PaymentState, groups: Iterable[Retained]) -> PaymentState:
+    """``base`` with the fold of ``groups`` (collapsed already; any order), compacted past ``LIVE_GROUPS``.
+    The emitted stream's bookkeeping of ``base`` is kept as it is (record migrations)."""
+    summary, compacted, live = _compact(None, b"", _canonical_order(groups))
+    fields, _ = _fold_fields(summary, live, None)
+    return replace(base, **fields, summary=summary, compacted=compacted, retained=tuple(live))
 
 
 def _base_for(obs: Observation) -> PaymentState:
     return PaymentState(obs.provider, obs.account, obs.object_type, obs.object_id, obs.kind)
 
 
+def _emitted_view(fields: dict[str, Any]) -> Emitted:
+    return Emitted(fields["status"], fields["amount"], fields["captured_amount"], fields["refunded_amount"],
+                   fields["disputed_amount"], tuple((entry[0], entry[2].value) for entry in fields["risk"]))
+
+
+def advance(state: PaymentState | None, obs: Observation, emitted_at: datetime, *, epoch: int = 0) -> Step:
+    """Add one observation to a payment's state; build the next event when one is due and legal.
+
+    Equals :func:`fold` of the union (below ``LIVE_GROUPS`` distinct observations), numbering events 1, 2, 3…
+    per epoch. ``epoch`` only matters for a payment's first event: a state keeps the epoch it started in."""
+    base = state or replace(_base_for(obs), epoch=epoch)
+    _check(base, obs)
+    new = Retained.of(obs)
+    if base.compacted and _has_hash(base.compacted, new.facts_hash()):
+        # The facts of a group compacted long ago, told again (a late redelivery, a poll repeating them).
+        return Step(base, None, duplicate=True, stale=False, news=False, absorbed=False)
+    groups, added, duplicate = _collapse(base.retained, new)
+    news = added is not None and not any(group.facts() == new.facts() for group in base.retained)
+    summary, compacted, groups = _compact(base.summary, base.compacted, groups)
+    fields, stale = _fold_fields(summary, groups, added)
+    fields.update(summary=summary, compacted=compacted, retained=tuple(groups))
+    status = fields.get("status")
+    if status is None:
+        return Step(replace(base, **fields), None, duplicate, stale, news, absorbed=False)
+    view = _emitted_view(fields)
+    last = base.emitted
+    if last == view:
+        return Step(replace(base, **fields), None, duplicate, stale, news, absorbed=False)
+    if last is not None and not TABLE.allows_emitted(last.status, status, fields["source"]):
+        fields["absorbed_count"] = base.absorbed_count + 1
+        return Step(replace(base, **fields), None, duplicate, stale, news, absorbed=True)
+    fields.update(sequence=base.sequence + 1, previous_status=None if last is None else last.status,
+                  emitted=view)
+    emitted = replace(base, **fields)
+    return Step(emitted, build_event(emitted, emitted_at), duplicate, stale, news, absorbed=False)
+
+
+def apply(state: PaymentState | None, obs: Observation) -> PaymentState:
+    """:func:`advance` without the event: the state after one more observation."""
+    return advance(state, obs, datetime.now(UTC)).state
+
+
 def fold(observations: Iterable[Observation]) -> PaymentState:
     """The state of one payment from a set of its observations (order and duplication do not matter)."""
     base: PaymentState | None = None
-    groups: list[Retained] = []
+    groups: tuple[Retained, ...] = ()
     for obs in observations:
         base = base or _base_for(obs)
         _check(base, obs)
-        groups, _ = _collapse(groups, Retained.of(obs))
+        collapsed, _, _ = _collapse(groups, Retained.of(obs))
+        groups = tuple(collapsed)
     if base is None:
         raise ValueError("fold needs at least one observation")
-    return _join(base, groups)[0]
-
-
-def _signature(state: PaymentState | None) -> tuple[object, ...]:
-    if state is None:
-        return (None, None, 0, 0)
-    return (state.status, state.amount, state.captured_amount, state.refunded_amount)
-
-
-def _applied(state: PaymentState | None, obs: Observation) -> tuple[PaymentState, dict[str, Any], bool, bool]:
-    """(base state, the fields the join decides, duplicate, stale) for one more observation."""
-    base = state or _base_for(obs)
-    _check(base, obs)
-    new_group = Retained.of(obs)
-    retained = base.retained
-    groups, duplicate = _collapse(retained, new_group)
-    # The retained groups are in canonical order (the previous fold's output): a new group that sorts after
-    # the last one (the usual case: newer provider time) keeps them in order.
-    appended = len(groups) > len(retained)
-    in_order = appended and (not retained or new_group.short_order_key() > retained[-1].short_order_key())
-    fields_, stale = _joined_fields(groups, in_order=in_order)
-    is_stale = any(group.content() == new_group.content() for group in stale)
-    return base, fields_, duplicate, is_stale
-
-
-def apply(state: PaymentState | None, obs: Observation) -> Outcome:
-    """Add one observation: equals :func:`fold` of the union, keeping ``sequence`` and ``previous_status``."""
-    base, fields_, duplicate, is_stale = _applied(state, obs)
-    new_state = replace(base, **fields_)
-    return Outcome(new_state, duplicate, is_stale, _signature(new_state) != _signature(state))
-
-
-def next_event(
-    prev: PaymentState | None, new: PaymentState, emitted_at: datetime
-) -> tuple[PaymentState, dict[str, Any] | None]:
-    """When status or amounts changed (and a status exists), number the next event and build it."""
-    if new.status is None or _signature(new) == _signature(prev):
-        return new, None
-    sequence = (prev.sequence if prev is not None else 0) + 1
-    last = prev.status if prev is not None and prev.sequence > 0 else None
-    emitted = replace(new, sequence=sequence, previous_status=last)
-    return emitted, build_event(emitted, emitted_at)
-
-
-def advance(state: PaymentState | None, obs: Observation, emitted_at: datetime) -> Step:
-    """What the reconcile stage does per observation: join it, and build the event if one is due.
-    The same as :func:`apply` then :func:`next_event`, with the new state built once (the per-record path)."""
-    base, fields_, duplicate, is_stale = _applied(state, obs)
-    status = fields_.get("status", base.status)
-    signature = (status, fields_["amount"], fields_["captured_amount"], fields_["refunded_amount"])
-    if status is None or signature == _signature(state):
-        return Step(replace(base, **fields_), None, duplicate, is_stale)
-    fields_["sequence"] = (state.sequence if state is not None else 0) + 1
-    fields_["previous_status"] = state.status if state is not None and state.sequence > 0 else None
-    emitted = replace(base, **fields_)
-    return Step(emitted, build_event(emitted, emitted_at), duplicate, is_stale)
+    fields, _ = _fold_fields(None, groups, None)
+    fields["retained"] = groups
+    return replace(base, **fields)

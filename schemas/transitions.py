@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,13 @@ class TransitionTable:
     # (from, to) -> sources allowed to make that move
     moves: Mapping[tuple[Status, Status], frozenset[Source]]
     ranks: Mapping[Status, int]
+    # Moves of the refined money status only (rows with "amounts_only"): the emitted stream may make them when
+    # a capture or refund failed or was reversed; a provider's status word never does.
+    amount_moves: Mapping[tuple[Status, Status], frozenset[Source]] = field(default_factory=dict)
 
     def allows(self, current: Status, proposed: Status, source: Source) -> bool:
-        """True when moving ``current -> proposed`` on an observation from ``source`` is legitimate.
+        """True when a status word moving ``current -> proposed`` on an observation from ``source`` is
+        legitimate.
 
         Staying in the same status is always allowed (a confirmation); moves across the payment and
         agreement models never are.
@@ -53,6 +57,12 @@ class TransitionTable:
         if current == proposed:
             return True
         return source in self.moves.get((current, proposed), frozenset())
+
+    def allows_emitted(self, current: Status, proposed: Status, source: Source) -> bool:
+        """True when the emitted stream may move ``current -> proposed`` (the refined statuses): a status
+        word's move, or a move of the money status."""
+        return self.allows(current, proposed, source) or source in self.amount_moves.get((current, proposed),
+                                                                                        frozenset())
 
     def rank(self, status: Status) -> int:
         """Progress rank: breaks ties between observations that carry the same provider time."""
@@ -90,6 +100,7 @@ def table_from_document(document: Mapping[str, Any]) -> TransitionTable:
     except ValueError as exc:
         raise ConfigurationError(f"transition table: bad source group: {exc}") from exc
     moves: dict[tuple[Status, Status], frozenset[Source]] = {}
+    amount_moves: dict[tuple[Status, Status], frozenset[Source]] = {}
     ranks: dict[Status, int] = {}
     for kind, enum in _STATUS_ENUMS.items():
         section = document.get(kind.value)
@@ -109,14 +120,18 @@ def table_from_document(document: Mapping[str, Any]) -> TransitionTable:
             sources = _sources(row.get("sources"), groups, where)
             if not sources:
                 raise ConfigurationError(f"{where}: no allowed source")
+            amounts_only = row.get("amounts_only", False)
+            if not isinstance(amounts_only, bool):
+                raise ConfigurationError(f"{where}: amounts_only must be true or false")
+            target = amount_moves if amounts_only else moves
             for current in _statuses(kind, row.get("from"), where + ".from"):
                 for proposed in _statuses(kind, row.get("to"), where + ".to"):
                     if current == proposed:
                         raise ConfigurationError(f"{where}: {current} -> {proposed} is not a move")
-                    if (current, proposed) in moves:
+                    if (current, proposed) in moves or (current, proposed) in amount_moves:
                         raise ConfigurationError(f"{where}: {current} -> {proposed} listed twice")
-                    moves[(current, proposed)] = sources
-    return TransitionTable(moves=moves, ranks=ranks)
+                    target[(current, proposed)] = sources
+    return TransitionTable(moves=moves, ranks=ranks, amount_moves=amount_moves)
 
 
 def load_table(path: Path = TABLE_PATH) -> TransitionTable:

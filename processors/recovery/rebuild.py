@@ -34,7 +34,7 @@ from aiokafka.errors import KafkaError
 
 from paystream.config import PROVIDERS, Settings
 from paystream.errors import ConfigurationError, InfrastructureError, NormalizationError
-from processors.normalize import Normalizer
+from processors.normalize import Normalizer, Unparseable
 from processors.payment_inputs import ObservationInput, PaymentInput
 from processors.recovery.archive_format import ArchivedRecord
 from processors.recovery.archive_store import ArchiveStore
@@ -102,10 +102,13 @@ class StateBuilder:
                 if not self.wanted(result.provider, result.account):
                     self.skipped["filtered"] += 1
                     return
-                found = observations(self.normalizer.fetch_result(result))
+                inputs = self.normalizer.fetch_result(result)
+                if isinstance(inputs, Unparseable):
+                    raise inputs.error
+                found = observations(inputs)
             for item in found:
                 obs = item.observation
-                self.states[obs.payment_key] = apply(self.states.get(obs.payment_key), obs).state
+                self.states[obs.payment_key] = apply(self.states.get(obs.payment_key), obs)
                 self.observations += 1
             if not found:
                 self.skipped["no_observation"] += 1  # thin push, hint, failed fetch

@@ -112,6 +112,8 @@ def start_worker(settings: Settings, conf: ProcessorSettings, log_dir: Path, nam
     update: dict[str, Any] = {"state_dir": log_dir / "state"}
     if client_id is not None:
         update["kafka"] = settings.kafka.model_copy(update={"client_id": client_id})
+    if conf.worker_id is None:  # workers of one test that run at once need their own transactional ids
+        conf = conf.model_copy(update={"worker_id": name})
     process = subprocess.Popen(
         [sys.executable, str(WORKER_SCRIPT), settings.model_copy(update=update).model_dump_json(),
          conf.model_dump_json(), log_level],

@@ -14,29 +14,39 @@ import pytest
 from processor_harness import drop_topics, fresh_settings, produce
 
 from paystream.config import PROVIDERS, Settings
-from paystream.metrics import OLDEST_NON_TERMINAL_AGE, STALE_PAYMENTS
+from paystream.metrics import AUTHORIZATIONS_EXPIRING, OLDEST_NON_TERMINAL_AGE, STALE_PAYMENTS
 from processors.freshness import FreshnessIndex, Waiting, export, follow_state_topic
+from processors.payment_record import PaymentRecord, Quarantine
 from processors.reconcile import AWAITING_NEWS
-from schemas.event import FIRST_SEEN_HEADER, build_event, format_time
-from schemas.join import PaymentState
+from processors.scheduling import PollSchedule
+from processors.state_doc import document
+from schemas.event import build_event, serialize_event
+from schemas.join import Emitted, PaymentState
 from schemas.status import AgreementStatus, ObjectKind, PaymentStatus, Source
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 SLO_S = 900.0
 
 
-def state_record(object_id: str, status: PaymentStatus | AgreementStatus, *, provider: str = "stripe",
+SCHEDULE = PollSchedule([60], 3600)
+
+
+def state_record(object_id: str, status: PaymentStatus | AgreementStatus | None, *, provider: str = "stripe",
                  observed: datetime | None = T0, occurred: datetime = T0 - timedelta(seconds=30),
-                 first_seen: datetime | None = T0 - timedelta(minutes=5)) -> tuple[bytes, bytes, list[Any]]:
+                 first_seen: datetime = T0 - timedelta(minutes=5), expires: datetime | None = None,
+                 **record: Any) -> tuple[bytes, bytes, list[Any]]:
     """A payments.state.v1 record (key, value, headers) as the reconcile stage writes it."""
     kind = ObjectKind.AGREEMENT if isinstance(status, AgreementStatus) else ObjectKind.PAYMENT
     object_type = "charge_permission" if kind is ObjectKind.AGREEMENT else "payment"
     state = PaymentState(provider, "acct", object_type, object_id, kind, status=status, sequence=1,
-                         source=Source.PUSH, occurred_at=occurred, observed_at=observed)
-    headers = [("content-type", b"application/cloudevents+json")]
-    if first_seen is not None:
-        headers.append((FIRST_SEEN_HEADER, format_time(first_seen).encode()))
-    return state.payment_key.encode(), orjson.dumps(build_event(state, T0 + timedelta(seconds=1))), headers
+                         source=Source.PUSH, occurred_at=occurred, observed_at=observed,
+                         authorization_expires_at=expires,
+                         emitted=None if status is None else Emitted(status, None, 0, 0, 0, ()))
+    event = None if status is None else serialize_event(build_event(state, T0 + timedelta(seconds=1))).decode()
+    stored = PaymentRecord(first_seen=first_seen.timestamp(), state=state if status else None, last_event=event,
+                           **record)
+    key = state.payment_key
+    return key.encode(), document(key, stored, SCHEDULE, T0), [("content-type", b"application/json")]
 
 
 def test_a_payment_awaiting_news_is_indexed_with_its_first_seen_and_last_change_times() -> None:
@@ -76,11 +86,33 @@ def test_agreements_never_wait() -> None:
     assert index.waiting == {}
 
 
-def test_without_the_first_seen_header_the_last_change_stands_for_it() -> None:
+def test_a_payment_without_any_event_waits_from_when_it_was_first_seen() -> None:
+    # Issue 18: registered, parked and thin-pushed payments have no status event; they wait all the same.
     index = FreshnessIndex()
-    key, value, headers = state_record("p1", PaymentStatus.PENDING, first_seen=None)
+    key, value, headers = state_record("p1", None, first_seen=T0 - timedelta(hours=2))
     index.update(key, value, headers)
-    assert index.waiting[key].first_seen == index.waiting[key].last_change == T0.timestamp()
+    first = (T0 - timedelta(hours=2)).timestamp()
+    assert index.waiting[key] == Waiting("stripe", first, first)
+
+
+@pytest.mark.parametrize("record", [{"polling_ended": ("not_found", T0.timestamp())},
+                                    {"quarantine": Quarantine("record_size_cap", T0.timestamp(), 10)}])
+def test_a_payment_whose_polling_ended_or_that_is_quarantined_waits_no_more(record: dict[str, Any]) -> None:
+    index = FreshnessIndex()
+    index.update(*state_record("p1", None))
+    index.update(*state_record("p1", None, **record))
+    assert index.waiting == {}
+
+
+def test_uncaptured_authorisations_lapsing_soon_are_counted() -> None:
+    index = FreshnessIndex()
+    index.update(*state_record("soon", PaymentStatus.AUTHORIZED, expires=T0 + timedelta(hours=5)))
+    index.update(*state_record("later", PaymentStatus.AUTHORIZED, expires=T0 + timedelta(days=5)))
+    index.update(*state_record("captured", PaymentStatus.CAPTURED, expires=T0 + timedelta(hours=5)))
+    _, _, expiring = index.gauges(T0.timestamp(), SLO_S, warning_s=86400)
+    assert expiring["stripe"] == 1
+    export(index, SLO_S, now_s=T0.timestamp())
+    assert AUTHORIZATIONS_EXPIRING.labels("stripe")._value.get() == 1
 
 
 def test_first_seen_is_never_later_than_the_last_change() -> None:
@@ -114,7 +146,7 @@ def test_gauges_per_provider_oldest_age_and_payments_past_the_slo() -> None:
     index.update(*state_record("mo", PaymentStatus.AUTHORIZED, provider="mollie", observed=now - timedelta(minutes=14),
                                first_seen=now - timedelta(minutes=14)))
     index.update(*state_record("done", PaymentStatus.CAPTURED, provider="adyen"))
-    oldest, late = index.gauges(now.timestamp(), SLO_S)
+    oldest, late, _ = index.gauges(now.timestamp(), SLO_S)
     assert set(oldest) == set(late) == set(PROVIDERS)  # every provider reported, zero when none waits
     assert oldest == {"stripe": 80 * 60.0, "mollie": 14 * 60.0, "adyen": 0.0, "amazon_pay": 0.0, "standard": 0.0}
     assert late == {"stripe": 1, "mollie": 0, "adyen": 0, "amazon_pay": 0, "standard": 0}
@@ -139,8 +171,7 @@ async def test_following_the_state_topic_indexes_its_latest_records(base_setting
     records = [pending, settled, state_record("f-settled", PaymentStatus.CAPTURED),
                state_record("f-gone", PaymentStatus.PENDING)]
     await produce(settings, settings.topics.state, [(key, value) for key, value, _ in records])
-    # A tombstone: the payment is gone. (The records carry no headers here: the receipt time stands in for
-    # first seen.)
+    # A tombstone: the payment is gone.
     await produce(settings, settings.topics.state, [(b"stripe:acct:payment:f-gone", None)])  # type: ignore[list-item]
     index = FreshnessIndex()
     stop = threading.Event()
@@ -157,4 +188,5 @@ async def test_following_the_state_topic_indexes_its_latest_records(base_setting
         stop.set()
         await asyncio.wait_for(follower, 30)
         await drop_topics(settings)
-    assert index.waiting == {key: Waiting("stripe", T0.timestamp(), T0.timestamp()) for key in (pending[0], late[0])}
+    first_seen = (T0 - timedelta(minutes=5)).timestamp()
+    assert index.waiting == {key: Waiting("stripe", first_seen, T0.timestamp()) for key in (pending[0], late[0])}

@@ -11,7 +11,7 @@ import pytest
 
 from paystream.config import AccountConfig, Settings
 from paystream.errors import NormalizationError, UnknownProviderStatus
-from processors.normalize import Normalizer, TokenBucket
+from processors.normalize import Normalizer, Unparseable
 from processors.payment_inputs import FetchInput, ObservationInput, PaymentInput, PolledInput
 from schemas.envelopes import FetchResult, InboxEnvelope, ReplayMark
 from schemas.status import PaymentStatus, Source
@@ -28,7 +28,7 @@ def inbox(provider: str, kind: str, body: bytes, delivery: str = "d-1", **extra:
 
 
 def normalizer(**accounts: dict[str, AccountConfig]) -> Normalizer:
-    return Normalizer(Settings(accounts=accounts), clock=lambda: 0.0)  # type: ignore[arg-type]
+    return Normalizer(Settings(accounts=accounts))  # type: ignore[arg-type]
 
 
 def observations(inputs: list[PaymentInput]) -> list[ObservationInput]:
@@ -64,7 +64,7 @@ def test_replayed_push_is_a_replay_observation() -> None:
 
 
 def test_thin_push_becomes_a_fetch_request_not_a_status() -> None:
-    ipn = {"ObjectType": "CHARGE", "ObjectId": "S01-9"}
+    ipn = {"ObjectType": "CHARGE", "ObjectId": "S01-9", "NotificationType": "STATE_CHANGE"}
     result = normalizer().inbox(inbox("amazon_pay", "thin", orjson.dumps({"Message": orjson.dumps(ipn).decode()})),
                                 NOW)
     (item,) = result
@@ -75,19 +75,13 @@ def test_thin_push_becomes_a_fetch_request_not_a_status() -> None:
     assert item.dedupe_id == request.request_id
 
 
-def test_hints_are_rate_limited_per_account() -> None:
+def test_hints_are_never_dropped_at_intake_and_carry_no_dedupe_id() -> None:
+    # Hints used to pass a wall-clock token bucket here, which dropped most of them after any catch-up; the
+    # fetcher now coalesces them per object and runs them within the account's rate.
     norm = normalizer(mollie={"acct": AccountConfig(hint_rate_per_s=1.0, hint_burst=2)})
-    results = [norm.inbox(inbox("mollie", "hint", b"id=tr_1", f"h-{n}"), NOW) for n in range(3)]
-    assert [len(fetches(r)) for r in results] == [1, 1, 0]
-    assert fetches(results[0])[0].request.reason == "hint"
-
-
-def test_token_bucket_refills_with_time() -> None:
-    now = [0.0]
-    bucket = TokenBucket(rate=2.0, burst=1, clock=lambda: now[0])
-    assert (bucket.take(), bucket.take()) == (True, False)
-    now[0] = 0.5
-    assert bucket.take() is True
+    results = [norm.inbox(inbox("mollie", "hint", b"id=tr_1", f"h-{n}"), NOW) for n in range(50)]
+    assert [len(fetches(r)) for r in results] == [1] * 50
+    assert {(item.request.reason, item.dedupe_id) for r in results for item in fetches(r)} == {("hint", None)}
 
 
 def sync_body(**overrides: Any) -> bytes:
@@ -155,3 +149,11 @@ def test_fetch_result_is_a_poll_observation_carrying_the_fetch_reason() -> None:
 def test_failed_fetch_observes_nothing_but_still_moves_the_poll_chain() -> None:
     (polled,) = normalizer().fetch_result(fetch_result(outcome="not_found"))
     assert isinstance(polled, PolledInput) and polled.outcome == "not_found"
+
+
+def test_an_unparseable_ok_body_still_moves_the_poll_chain_and_names_the_error() -> None:
+    # Issue 18: the marker that moves the chain on used to go to the DLQ with the body, ending the polling.
+    result = normalizer().fetch_result(fetch_result(body=b'{"resource": "payment", "id": "tr_1"}'))
+    assert isinstance(result, Unparseable)
+    assert (result.polled.request_id, result.polled.outcome) == ("r-1", "unparseable")
+    assert isinstance(result.error, NormalizationError)

@@ -52,7 +52,7 @@ from paystream.dlq import (
 )
 from processors.settings import ProcessorSettings
 from schemas.envelopes import FetchRequest, FetchResult, from_rfc3339, to_rfc3339
-from schemas.event import EVENT_CONTENT_TYPE, FIRST_SEEN_HEADER, event_id, load_schema, parse_time
+from schemas.event import EVENT_CONTENT_TYPE, event_id, load_schema, parse_time
 
 pytestmark = pytest.mark.kafka
 
@@ -168,7 +168,7 @@ async def test_malformed_records_and_an_unknown_provider_word_go_to_the_dlq_and_
     for record, value, source, error_class, reason in (
         (by_key[garbage[0]], garbage[1], settings.topics.inbox, b"NormalizationError", b"malformed_envelope"),
         (by_key[unknown.key], unknown.to_bytes(), settings.topics.inbox, b"UnknownProviderStatus",
-         b"unknown_provider_status"),
+         b"unknown_event_type"),
         (by_key[broken_input[0]], broken_input[1], running.conf.inputs_topic(), b"NormalizationError",
          b"malformed_payment_input"),
     ):
@@ -198,7 +198,8 @@ async def test_a_thin_push_asks_for_a_fetch_and_a_stale_poll_and_the_results_mov
     settings, run = running.settings, unique()
     charge = f"S01-{run}-C1"
     key = f"amazon_pay:eu:charge:{charge}"
-    ipn = {"NotificationVersion": "V2", "ObjectType": "CHARGE", "ObjectId": charge, "NotificationId": f"n-{run}"}
+    ipn = {"NotificationVersion": "V2", "ObjectType": "CHARGE", "ObjectId": charge, "NotificationId": f"n-{run}",
+           "NotificationType": "STATE_CHANGE"}
     sns = {"Type": "Notification", "MessageId": f"sns-{run}", "Message": orjson.dumps(ipn).decode()}
     thin = envelope("amazon_pay", "eu", f"sns-{run}", orjson.dumps(sns), kind="thin")
     await send_inbox(settings, [thin, thin])  # SNS redelivers: the second copy asks for nothing
@@ -269,9 +270,9 @@ async def test_a_sync_observation_and_a_poll_registration(running: Running) -> N
 
 
 async def test_the_state_topic_holds_the_last_event_of_every_payment(running: Running) -> None:
-    """payments.state.v1: per payment, the latest record is byte for byte the highest-sequence status event,
-    with the content type and the first-seen header (RFC 3339 UTC, constant per payment, no later than the
-    payment's first event and no earlier than the test produced its first input)."""
+    """payments.state.v1: per payment, the latest document embeds the highest-sequence status event as
+    emitted, with the first-seen time (RFC 3339 UTC, constant per payment, no later than the payment's first
+    event and no earlier than the test produced its first input) and JSON content type."""
     settings, run = running.settings, unique()
     started = datetime.now(UTC) - timedelta(milliseconds=1)  # to_rfc3339 truncates to milliseconds
     lifecycles = {f"adyen:main:payment:ST{run}{n}": adyen_lifecycle(f"ST{run}{n}", settings.topics.partitions)
@@ -286,23 +287,24 @@ async def test_the_state_topic_holds_the_last_event_of_every_payment(running: Ru
     state = [r for r in await read_all(settings, settings.topics.state) if r.key.decode() in wanted]
 
     assert await cleanup_policy(settings, settings.topics.state) == "compact"
-    assert len(state) == len(status) == sum(wanted.values())  # one state record per event, no more
     for key, count in wanted.items():
         events = keyed(key, status)
         highest = max(events, key=lambda r: orjson.loads(r.value)["data"]["sequence"])
         assert orjson.loads(highest.value)["data"]["sequence"] == count
-        latest = keyed(key, state)[-1]
-        assert latest.value == highest.value  # the very same bytes
-        first_seen_values = {dict(r.headers)[FIRST_SEEN_HEADER] for r in keyed(key, state)}
+        docs = [orjson.loads(r.value) for r in keyed(key, state)]
+        latest = docs[-1]
+        assert latest["event"] == orjson.loads(highest.value)  # the very event, as emitted
+        assert latest["status"] == latest["event"]["data"]["status"] and latest["payment_key"] == key
+        # every event of the payment was the latest in some document, in order
+        assert [doc["event"]["data"]["sequence"] for doc in docs if doc["event"]] == list(range(1, count + 1))
+        first_seen_values = {doc["first_seen_at"] for doc in docs}
         assert len(first_seen_values) == 1, first_seen_values  # when paystream FIRST heard of it: constant
         (raw,) = first_seen_values
-        assert raw.endswith(b"Z")
-        first_seen = parse_time(raw.decode())
+        first_seen = parse_time(raw)
         first_event = orjson.loads(min(events, key=lambda r: r.offset).value)
         assert started <= first_seen <= parse_time(first_event["data"]["emitted_at"])
         assert first_seen >= parse_time(first_event["data"]["observed_at"])  # a push is seen after its receipt
-        assert [name for name, _ in latest.headers] == ["content-type", FIRST_SEEN_HEADER]
-        assert dict(latest.headers)["content-type"] == EVENT_CONTENT_TYPE.encode()
+        assert dict(keyed(key, state)[-1].headers)["content-type"] == b"application/json"
 
 
 async def cleanup_policy(settings: Settings, topic: str) -> str:

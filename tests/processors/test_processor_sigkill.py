@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from processor_harness import (
     EXPECTED_LIFECYCLE,
@@ -185,9 +186,9 @@ async def test_sigkill_mid_stream_loses_and_duplicates_no_event_and_no_poll(
             assert [summary(e) for e in group] == EXPECTED_LIFECYCLE, key
         else:
             assert [summary(e) for e in group] == [("pending", 1500, 0, 0)], key
-    latest = {r.key: r.value for r in state}  # offset order: the last record per key wins
+    latest = {r.key: orjson.loads(r.value)["event"] for r in state}  # offset order: the last record per key wins
     final = {key: max(seq for k, seq in expected if k == key) for key, _ in expected}
-    last_events = {r.key: r.value for r, e in zip(records, events, strict=True)
+    last_events = {r.key: orjson.loads(r.value) for r, e in zip(records, events, strict=True)
                    if e["data"]["sequence"] == final[e["subject"]]}
     assert latest == last_events
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -36,7 +37,7 @@ from processors.payment_record import PaymentRecord
 from processors.settings import ProcessorSettings
 from processors.topology import RECORD, Output, Stages, TopicNames
 from schemas.envelopes import FetchRequest, FetchResult, InboxEnvelope, ReplayMark, to_rfc3339
-from schemas.event import EVENT_CONTENT_TYPE, FIRST_SEEN_HEADER, event_id, format_time, parse_time
+from schemas.event import EVENT_CONTENT_TYPE, event_id, parse_time
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 NAMES = TopicNames(inbox="in", fetch_results="results", inputs="app-payment-inputs", status="status",
@@ -202,7 +203,7 @@ def dead_letter_headers(output: Output) -> dict[str, bytes]:
 @pytest.mark.parametrize(("value", "error_class", "reason"), [
     (b"not json", b"NormalizationError", b"malformed_envelope"),
     (b'{"provider": "adyen"}', b"NormalizationError", b"malformed_envelope"),
-    (adyen("U1", "DONATION", 5, 1).to_bytes(), b"UnknownProviderStatus", b"unknown_provider_status"),
+    (adyen("U1", "DONATION", 5, 1).to_bytes(), b"UnknownProviderStatus", b"unknown_event_type"),
     (InboxEnvelope(provider="paypal", account="a", delivery_id="d", kind="event", received_at=to_rfc3339(T0),
                    body=b"{}").to_bytes(), b"NormalizationError", b"unknown_provider"),
     (InboxEnvelope(provider="adyen", account="a", delivery_id="d", kind="thin", received_at=to_rfc3339(T0),
@@ -245,17 +246,22 @@ def test_a_reconcile_input_it_cannot_apply_goes_to_the_dlq_and_leaves_the_state_
 # --- reconcile -----------------------------------------------------------------------------------------------
 
 
-def test_an_event_goes_to_the_status_and_state_topics_with_the_same_bytes() -> None:
+def state_docs(engine: FakeEngine) -> list[dict[str, Any]]:
+    return [orjson.loads(o.value) for o in engine.out.get(NAMES.state, [])]
+
+
+def test_an_event_goes_to_the_status_topic_and_inside_the_state_document() -> None:
     clock = Clock(T0 + timedelta(seconds=3))
     engine = FakeEngine(stages(clock))
     engine.inbox(adyen("P1", "AUTHORISATION", 1000, 1, received=T0))
     (status,), (state,) = engine.out[NAMES.status], engine.out[NAMES.state]
     assert status.key == state.key == ADYEN_KEY.encode()
-    assert status.value == state.value
     assert status.headers == [("content-type", EVENT_CONTENT_TYPE.encode())]
-    assert state.headers == [("content-type", EVENT_CONTENT_TYPE.encode()),
-                             (FIRST_SEEN_HEADER, format_time(clock.now).encode())]
-    event = orjson.loads(status.value)
+    assert state.headers == [("content-type", b"application/json")]
+    event, doc = orjson.loads(status.value), orjson.loads(state.value)
+    assert doc["event"] == event  # the latest event, as emitted
+    assert (doc["payment_key"], doc["status"], doc["first_seen_at"], doc["polling"], doc["quarantined"]) == (
+        ADYEN_KEY, "authorized", to_rfc3339(clock.now), None, None)
     assert event["id"] == event_id(ADYEN_KEY, 1)
     assert parse_time(event["data"]["emitted_at"]) == clock.now  # the stage's clock
     assert parse_time(event["data"]["observed_at"]) == T0  # the receipt
@@ -269,7 +275,16 @@ def test_first_seen_stays_the_time_the_payment_was_first_heard_of() -> None:
     for step, delivery in enumerate(lifecycle()):
         clock.now = T0 + timedelta(minutes=step)
         engine.inbox(delivery)
-    assert {dict(o.headers or [])[FIRST_SEEN_HEADER] for o in engine.out[NAMES.state]} == {format_time(T0).encode()}
+    assert {doc["first_seen_at"] for doc in state_docs(engine)} == {to_rfc3339(T0)}
+
+
+def test_a_payment_without_an_event_has_a_state_document_with_its_polling() -> None:
+    # Issue 18: registered and thin-pushed payments (no status yet) are visible in payments.state.v1.
+    engine = FakeEngine(stages())
+    engine.inbox(amazon_thin())
+    (doc,) = state_docs(engine)
+    assert (doc["event"], doc["status"], doc["polling"]) == (
+        None, None, {"state": "active", "poll": 1, "next_poll_at": to_rfc3339(T0 + timedelta(seconds=60))})
 
 
 def test_a_lifecycle_in_order_gives_one_event_per_transition() -> None:
@@ -295,7 +310,10 @@ def test_any_order_and_redelivery_ends_in_the_same_state_with_clean_sequences(or
     assert [e["data"]["sequence"] for e in events] == list(range(1, len(events) + 1))
     assert all(outcome(a) != outcome(b) for a, b in itertools.pairwise(events))
     assert [e["data"]["previous_status"] for e in events[1:]] == [e["data"]["status"] for e in events[:-1]]
-    assert len(engine.out[NAMES.state]) == len(events)
+    # The state document follows the events; before the first status it shows the payment parked.
+    docs = state_docs(engine)
+    assert [doc["event"] for doc in docs if doc["event"] is not None] == events
+    assert all(doc["parked"] for doc in docs if doc["event"] is None)
 
 
 def test_a_redelivered_push_changes_nothing_and_is_not_written_again() -> None:
@@ -309,12 +327,17 @@ def test_a_redelivered_push_changes_nothing_and_is_not_written_again() -> None:
     assert sum(map(len, engine.out.values())) == outputs + 1  # only the input itself
 
 
+def amazon_thin(object_type: str = "CHARGE", object_id: str = "C1", delivery: str = "sns-1") -> InboxEnvelope:
+    ipn = {"NotificationVersion": "V2", "ObjectType": object_type, "ObjectId": object_id, "NotificationId": "n",
+           "NotificationType": "STATE_CHANGE"}
+    sns = {"Type": "Notification", "MessageId": delivery, "Message": orjson.dumps(ipn).decode()}
+    return InboxEnvelope(provider="amazon_pay", account="eu", delivery_id=delivery, kind="thin",
+                         received_at=to_rfc3339(T0), body=orjson.dumps(sns))
+
+
 def test_a_thin_push_asks_for_one_fetch_per_delivery_and_arms_a_stale_poll() -> None:
     engine = FakeEngine(stages())
-    ipn = {"NotificationVersion": "V2", "ObjectType": "CHARGE", "ObjectId": "C1", "NotificationId": "n"}
-    sns = {"Type": "Notification", "MessageId": "sns-1", "Message": orjson.dumps(ipn).decode()}
-    thin = InboxEnvelope(provider="amazon_pay", account="eu", delivery_id="sns-1", kind="thin",
-                         received_at=to_rfc3339(T0), body=orjson.dumps(sns))
+    thin = amazon_thin()
     engine.inbox(thin)
     engine.inbox(thin)
     fetch, stale = engine.requests()
@@ -386,5 +409,37 @@ def test_a_duplicate_fetch_input_asks_for_nothing() -> None:
     state = FakeState()
     first = engine.stages.reconcile(payment_inputs.encode(item), STRIPE_KEY.encode(), 0, [], state)  # type: ignore[arg-type]
     again = engine.stages.reconcile(payment_inputs.encode(item), STRIPE_KEY.encode(), 0, [], state)  # type: ignore[arg-type]
-    assert [FetchRequest.from_bytes(o.value).reason for o in first] == ["registered", "stale"]
+    assert [FetchRequest.from_bytes(o.value).reason for o in first if o.topic == NAMES.fetch_requests] == [
+        "registered", "stale"]
     assert again == []
+
+
+def test_an_unparseable_poll_result_goes_to_the_dlq_and_the_chain_still_moves_on(at_position: SimpleNamespace) -> None:
+    clock = Clock()
+    engine = FakeEngine(stages(clock))
+    engine.inbox(stripe_pending(received=T0))
+    (first,) = engine.requests()
+    clock.now = T0 + timedelta(seconds=61)
+    broken = replace(stripe_poll(first, clock.now), body=b'{"object": "payment_intent", "id": "pi_1"}')
+    engine.fetch_result(broken)
+    (dead,) = engine.out[NAMES.dlq]
+    assert dead.value == broken.to_bytes()
+    assert [(r.attempt, r.reason) for r in engine.requests()[1:]] == [(2, "stale")]
+
+
+def test_a_record_past_the_size_cap_quarantines_the_payment_and_the_partition_goes_on(
+        at_position: SimpleNamespace) -> None:
+    # Issue 18: a storm of distinct events on one payment grew its record past the broker's limit and
+    # restarted the engine onto the same input forever. Past max_record_bytes the payment is quarantined.
+    engine = FakeEngine(stages(max_record_bytes=16 * 1024))
+    for n in range(2000):
+        engine.inbox(adyen("P1", "AUTHORISATION", 1000 + n, n % 60, delivery=f"d-{n}"))
+    record = PaymentRecord.from_bytes(engine.states[ADYEN_KEY.encode()].values[RECORD])
+    assert record.quarantine is not None and record.quarantine.reason == "record_size_cap"
+    # The last record under the cap, plus the quarantine flag.
+    assert len(engine.states[ADYEN_KEY.encode()].values[RECORD]) <= 16 * 1024 + 256
+    dead = engine.out[NAMES.dlq]
+    assert dead and {dict(o.headers or [])[ERROR_REASON] for o in dead} == {b"payment_quarantined"}
+    assert state_docs(engine)[-1]["quarantined"]["reason"] == "record_size_cap"
+    engine.inbox(lifecycle("P2")[0])  # another payment of the same partition still flows
+    assert engine.events("adyen:main:payment:P2")

@@ -40,8 +40,9 @@ from paystream.config import AccountConfig, KafkaSettings, Settings, TopicSettin
 from paystream.errors import BrokerUnavailable, NormalizationError
 from processors.scheduling import PollSchedule, poll_request
 from processors.settings import ProcessorSettings
+from processors.state_doc import CONTENT_TYPE as STATE_CONTENT_TYPE
 from schemas.envelopes import FetchRequest, FetchResult, InboxEnvelope, ReplayMark, to_rfc3339
-from schemas.event import EVENT_CONTENT_TYPE, FIRST_SEEN_HEADER
+from schemas.event import EVENT_CONTENT_TYPE
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -291,7 +292,9 @@ def _registry() -> Registry[Any]:
     registry = registry.with_resource(OPENAPI.as_uri(), DRAFT202012.create_resource(openapi()))
     for path in SCHEMAS.glob("*.schema.json"):
         resource = Resource.from_contents(load(path))
-        registry = registry.with_resources([(path.as_uri(), resource), (load(path)["$id"], resource)])
+        # By file, by $id, and by file name next to the $ids (what a relative $ref in a schema with an $id means).
+        registry = registry.with_resources([(path.as_uri(), resource), (load(path)["$id"], resource),
+                                            (f"https://paystream.dev/schemas/{path.name}", resource)])
     return registry
 
 
@@ -497,7 +500,7 @@ def test_inbox_schema_refuses_a_body_that_is_not_base64() -> None:
 
 def test_real_stale_poll_fetch_request_validates() -> None:
     request = poll_request("amazon_pay:eu-main:charge:S02-1234567-1234567-C000001", "amazon_pay", "eu-main",
-                           "charge", "S02-1234567-1234567-C000001", since=NOW.timestamp() - 600, poll=2,
+                           "charge", "S02-1234567-1234567-C000001", since=NOW.timestamp() - 600, poll=2, version=7,
                            schedule=PollSchedule(gaps_s=[60, 300], repeat_s=3600), now=NOW)
     envelope_validator("fetch-request").validate(as_record(request))
 
@@ -617,23 +620,20 @@ def test_documented_keys_match_the_keys_the_records_carry() -> None:
     assert not Draft7Validator(messages()["FetchRequest"]["bindings"]["kafka"]["key"]).is_valid(envelope.key.decode())
 
 
-def test_status_messages_carry_the_cloudevents_content_type() -> None:
-    for name in ("PaymentStatusEvent", "PaymentState"):
-        status = messages()[name]
-        assert status["contentType"] == EVENT_CONTENT_TYPE
-        assert status["headers"]["properties"]["content-type"]["const"] == EVENT_CONTENT_TYPE
+def test_status_messages_carry_the_content_types_the_processor_writes() -> None:
+    status = messages()["PaymentStatusEvent"]
+    assert status["contentType"] == EVENT_CONTENT_TYPE
+    assert status["headers"]["properties"]["content-type"]["const"] == EVENT_CONTENT_TYPE
+    state = messages()["PaymentState"]
+    assert state["contentType"] == STATE_CONTENT_TYPE.decode()
+    assert state["headers"]["properties"]["content-type"]["const"] == STATE_CONTENT_TYPE.decode()
 
 
-def test_the_current_state_header_is_the_one_the_processor_writes() -> None:
-    headers = messages()["PaymentState"]["headers"]
-    assert FIRST_SEEN_HEADER in headers["required"] and FIRST_SEEN_HEADER in headers["properties"]
-
-
-def test_the_current_state_schema_is_the_status_event_schema() -> None:
-    """A payments.state.v1 value is the payment's latest status event, byte for byte."""
+def test_the_current_state_schema_embeds_the_status_event_schema() -> None:
+    """A payments.state.v1 value is a document whose `event` is the payment's latest status event."""
     _, state = resolve("./payment-state.schema.json", ASYNCAPI)
     Draft202012Validator.check_schema(state)
-    assert state["$ref"] == "payment-status-event.schema.json"
+    assert {"$ref": "payment-status-event.schema.json"} in state["properties"]["event"]["anyOf"]
 
 
 def test_dead_letter_headers_are_the_ones_processors_write() -> None:
@@ -690,3 +690,36 @@ def test_consumer_groups_are_the_code_defaults() -> None:
         if operation["action"] == "receive":
             group = operation["bindings"]["kafka"]["groupId"]["const"]
             assert group == expected[operation["tags"][0]["name"]], name
+
+
+def test_real_state_documents_validate_against_the_state_schema() -> None:
+    """Documents the reconcile stage writes: an event's, a thin-pushed payment's (no event, polled), a
+    quarantined one's and one whose polling ended."""
+    from processors.payment_record import PaymentRecord, Quarantine
+    from processors.scheduling import PollChain, PollSchedule
+    from processors.state_doc import document
+    from schemas.event import build_event, serialize_event
+    from schemas.join import advance
+    from schemas.observation import Observation
+    from schemas.status import ObjectKind, PaymentStatus, Source
+
+    schema = load(SCHEMAS / "payment-state.schema.json")
+    validator = Draft202012Validator(schema, registry=_registry(), format_checker=FormatChecker())
+    observation = Observation(provider="stripe", account="main", object_type="payment_intent", object_id="pi_1",
+                              kind=ObjectKind.PAYMENT, status=PaymentStatus.PENDING, provider_status="processing",
+                              source=Source.PUSH, evidence_id="evt_1", occurred_at=NOW, observed_at=NOW)
+    step = advance(None, observation, NOW)
+    assert step.event is not None
+    event = serialize_event(build_event(step.state, NOW)).decode()
+    key = "stripe:main:payment_intent:pi_1"
+    schedule = PollSchedule([60], 3600)
+    records = [
+        PaymentRecord(NOW.timestamp(), step.state, last_event=event,
+                      chain=PollChain(NOW.timestamp(), 1, "r-1", version=1)),
+        PaymentRecord(NOW.timestamp(), chain=PollChain(NOW.timestamp(), 2, "r-2", version=2)),
+        PaymentRecord(NOW.timestamp(), step.state, last_event=event,
+                      quarantine=Quarantine("record_size_cap", NOW.timestamp(), 600_000)),
+        PaymentRecord(NOW.timestamp(), polling_ended=("not_found", NOW.timestamp())),
+    ]
+    for record in records:
+        validator.validate(orjson.loads(document(key, record, schedule, NOW)))

@@ -29,8 +29,9 @@ VALIDATOR = Draft202012Validator(load_schema("payment-status-event"), format_che
 KEY = "stripe:eu-main:payment_intent:pi_1"
 DATA_FIELDS = {
     "payment_key", "provider", "account", "object_type", "object_id", "order_ref", "status", "previous_status",
-    "sequence", "amount", "captured_amount", "refunded_amount", "currency", "provider_status", "reason_code",
-    "source", "evidence", "occurred_at", "observed_at", "emitted_at",
+    "sequence", "epoch", "amount", "captured_amount", "refunded_amount", "disputed_amount", "currency",
+    "agreement_ref", "authorization_expires_at", "risk", "provider_status", "reason_code", "source", "evidence",
+    "occurred_at", "observed_at", "emitted_at",
 }
 
 
@@ -71,6 +72,13 @@ def test_event_id_is_uuid5_of_key_and_sequence() -> None:
     event = captured_event()
     assert event["id"] == event_id(KEY, 2)
     assert uuid.UUID(event["id"]).version == 5
+
+
+def test_an_epoch_gives_every_sequence_a_new_id_and_epoch_zero_keeps_the_original_ids() -> None:
+    # A rebuild raises the epoch: its sequence 1 must not reuse the id consumers already applied.
+    assert event_id(KEY, 1, 0) == event_id(KEY, 1)
+    assert len({event_id(KEY, 1, 0), event_id(KEY, 1, 1), event_id(KEY, 1, 2)}) == 3
+    assert event_id(KEY, 1, 3) == str(uuid.uuid5(uuid.UUID("46868c99-0817-5c60-93b6-ae77039ed844"), f"{KEY}:3:1"))
 
 
 def test_same_key_and_sequence_give_the_same_id() -> None:

@@ -10,8 +10,8 @@ reads this documented shape (the spec's recommended ``type`` / ``timestamp`` / `
         "id": "pay_123",                      # required: the object id
         "object_type": "payment",             # optional; default "payment" ("agreement" for agreement statuses)
         "amount": 1000, "currency": "EUR",    # optional, minor units
-        "captured_amount": 1000,              # optional running totals, minor units
-        "refunded_amount": 0,
+        "captured_amount": 1000,              # optional running totals, minor units: what was captured,
+        "refunded_amount": 0,                 # and what went back so far (it may fall: a refund failed)
         "reason_code": "…", "order_ref": "…"  # optional
       }
     }
@@ -29,7 +29,7 @@ from typing import Any
 
 from ingest.providers.parse_support import field_of, iso_time, load_object, lookup, object_at, optional_field
 from paystream.errors import NormalizationError
-from schemas.observation import Observation
+from schemas.observation import Movement, Observation
 from schemas.status import AgreementStatus, ObjectKind, PaymentStatus, Source
 
 PROVIDER = "standard"
@@ -90,12 +90,13 @@ def parse(
         occurred_at=iso_time(event.get("timestamp"), what), observed_at=observed_at,
         reason_code=optional_field(data, "reason_code", str, what),
         amount=optional_field(data, "amount", int, what), currency=currency.upper() if currency else None,
-        captures=_total(data, "captured_amount", f"{object_id}:captured", what),
-        refunds=_total(data, "refunded_amount", f"{object_id}:refunded", what),
+        captures=_captured(data, f"{object_id}:captured", what),
+        refunded_total=optional_field(data, "refunded_amount", int, what),
         order_ref=optional_field(data, "order_ref", str, what),
     )]
 
 
-def _total(data: Mapping[str, Any], name: str, key: str, what: str) -> dict[str, int]:
-    value = optional_field(data, name, int, what)
-    return {key: value} if value else {}
+def _captured(data: Mapping[str, Any], key: str, what: str) -> dict[str, Movement]:
+    """A running total of captures: one movement that only grows (the newest report wins)."""
+    value = optional_field(data, "captured_amount", int, what)
+    return {key: Movement(value)} if value else {}
