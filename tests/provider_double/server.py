@@ -1,18 +1,21 @@
 """A local stand-in for the provider APIs the fetcher calls (real HTTP, aiohttp).
 
-Endpoints, each under its provider's prefix (point an account's ``api_base_url`` at ``{url}/{provider}``):
+Endpoints, each under its provider's prefix (point an account's ``api_base_url`` at ``{url}/{provider}``), one
+module per provider:
 
-* ``/amazon_pay[/sandbox|/live]/v2/charges/{id}``, ``/refunds/{id}``, ``/chargePermissions/{id}`` — every
-  request under ``/amazon_pay`` must carry a valid ``AMZN-PAY-RSASSA-PSS-V2`` signature, checked here with
-  the account's *public* key by code written independently of ``ingest/providers/amazon_pay/signing.py``;
-  otherwise 401 ``InvalidRequestSignature``;
-* ``/stripe/v1/payment_intents/{id}`` and ``/stripe/v1/events`` (limit, starting_after, ending_before,
-  delivery_success, created[gte|lte], with Stripe's paging semantics);
-* ``/mollie/v2/payments/{id}``.
+* Amazon Pay (amazon_pay_api.py): ``/amazon_pay[/sandbox|/live]/v2/charges/{id}``, ``/refunds/{id}``,
+  ``/disputes/{id}``, ``/chargePermissions/{id}`` — every request under ``/amazon_pay`` must carry a valid
+  ``AMZN-PAY-RSASSA-PSS-V2`` signature (checked with the account's *public* key); otherwise 401
+  ``InvalidRequestSignature``;
+* Stripe (stripe_api.py): ``/stripe/v1/payment_intents/{id}`` and ``/stripe/v1/events`` (limit, starting_after,
+  ending_before, delivery_success, created[gte|lte], types[], with Stripe's paging semantics);
+* Mollie (mollie_api.py): ``/mollie/v2/payments/{id}`` and ``/orders/{id}`` (with ``embed``), and the lists of
+  all ``/refunds``, ``/chargebacks``, ``/subscriptions`` (``from``, ``limit``, ``embed=payment``).
 
-Scripting (in-process, see :class:`ProviderDouble`): object states, Stripe events, answers on demand
-(429 + Retry-After, 500, slow, or held until released) and a log of every request. The same controls are
-exposed over HTTP under ``/_double/`` for the demo traffic of ``make run``:
+Scripting (in-process, see :class:`ProviderDouble`): objects (``set_object(provider, object_type, id, body)``;
+Mollie refunds, chargebacks and payments are embedded and listed from what is stored), Stripe events, answers
+on demand (429 + Retry-After, 500, slow, or held until released) and a log of every request. The same controls
+are exposed over HTTP under ``/_double/`` for the demo traffic of ``make run``:
 ``python tests/provider_double/server.py --port 8900`` (or ``python -m tests.provider_double``).
 
 Self-contained on purpose (aiohttp + cryptography + stdlib only): it must not share code with what it
@@ -23,34 +26,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
-import re
+import sys
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+if __package__ in (None, ""):
+    # Run as a file (deploy/local/run.py): the provider modules beside it are imported as this package's.
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    __package__ = "provider_double"
+
+from . import amazon_pay_api, mollie_api, stripe_api
 
 PROVIDERS = ("amazon_pay", "stripe", "mollie")
-AMAZON_AUTH = re.compile(
-    r"AMZN-PAY-RSASSA-PSS-V2 PublicKeyId=(?P<key_id>[^,\s]+), SignedHeaders=(?P<names>[^,\s]+), "
-    r"Signature=(?P<signature>\S+)"
-)
-AMAZON_REQUIRED_SIGNED = {"x-amz-pay-date", "x-amz-pay-host", "x-amz-pay-region"}
-AMAZON_PATH = re.compile(
-    r"^/amazon_pay(?:/(?P<mode>sandbox|live))?/v2/(?P<kind>charges|refunds|chargePermissions)/(?P<id>[^/]+)$"
-)
-AMAZON_KINDS = {"charges": "charge", "refunds": "refund", "chargePermissions": "charge_permission"}
-AMAZON_MAX_SKEW_S = 15 * 60
 
 
 @dataclass
@@ -144,10 +139,9 @@ class ProviderDouble:
     # --- serving -------------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
-        app.router.add_route("*", "/amazon_pay/{tail:.*}", self._amazon)
-        app.router.add_get("/stripe/v1/payment_intents/{id}", self._stripe_intent)
-        app.router.add_get("/stripe/v1/events", self._stripe_events)
-        app.router.add_get("/mollie/v2/payments/{id}", self._mollie_payment)
+        app.add_routes(amazon_pay_api.routes(self.objects))
+        app.add_routes(stripe_api.routes(self.objects, self.stripe_events))
+        app.add_routes(mollie_api.routes(self.objects))
         app.router.add_post("/_double/objects", self._admin_object)
         app.router.add_post("/_double/stripe/events", self._admin_event)
         app.router.add_post("/_double/answers", self._admin_answers)
@@ -183,9 +177,8 @@ class ProviderDouble:
         if answer is not None and answer.delay_s:
             await asyncio.sleep(answer.delay_s)
         if provider == "amazon_pay":
-            record.signature = await self._verify_amazon(request)
-            match = AMAZON_PATH.match(request.path)
-            record.mode = match.group("mode") if match else None
+            record.signature = await amazon_pay_api.verify(self.amazon_keys, request)
+            record.mode = amazon_pay_api.mode_of(request.path)
             if record.signature != "ok":
                 return self._reply(record, 401, {"reasonCode": "InvalidRequestSignature", "message": record.signature})
         elif provider in self.api_keys and request.headers.get("Authorization") != f"Bearer {self.api_keys[provider]}":
@@ -203,106 +196,6 @@ class ProviderDouble:
     ) -> web.Response:
         record.status = status
         return web.json_response(body, status=status, headers=headers)
-
-    async def _verify_amazon(self, request: web.Request) -> str:
-        match = AMAZON_AUTH.fullmatch(request.headers.get("authorization", ""))
-        if match is None:
-            return "malformed_authorization"
-        key = self.amazon_keys.get(match.group("key_id"))
-        if key is None:
-            return "unknown_public_key_id"
-        names = match.group("names").split(";")
-        if not set(names) >= AMAZON_REQUIRED_SIGNED:
-            return "required_header_not_signed"
-        values = {}
-        for name in names:
-            if name not in request.headers:
-                return f"signed_header_missing:{name}"
-            values[name] = request.headers[name].strip()
-        if values["x-amz-pay-host"] != request.url.host:
-            return "host_mismatch"
-        try:
-            signed_at = datetime.strptime(values["x-amz-pay-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        except ValueError:
-            return "bad_date"
-        if abs((datetime.now(UTC) - signed_at).total_seconds()) > AMAZON_MAX_SKEW_S:
-            return "stale_date"
-        body = await request.read()
-        query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(request.query.items()))
-        canonical = "\n".join(
-            [
-                request.method,
-                request.rel_url.raw_path,
-                query,
-                "".join(f"{name}:{values[name]}\n" for name in names),
-                ";".join(names),
-                hashlib.sha256(body).hexdigest(),
-            ]
-        )
-        to_sign = "AMZN-PAY-RSASSA-PSS-V2\n" + hashlib.sha256(canonical.encode()).hexdigest()
-        try:
-            key.verify(
-                base64.b64decode(match.group("signature"), validate=True),
-                to_sign.encode(),
-                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
-                hashes.SHA256(),
-            )
-        except (InvalidSignature, ValueError):
-            return "bad_signature"
-        return "ok"
-
-    def _object(self, provider: str, object_type: str, object_id: str, missing: dict[str, Any]) -> web.Response:
-        body = self.objects.get((provider, object_type, object_id))
-        if body is None:
-            return web.json_response(missing, status=404)
-        return web.json_response(body)
-
-    async def _amazon(self, request: web.Request) -> web.Response:
-        match = AMAZON_PATH.match(request.path)
-        if request.method != "GET" or match is None:
-            return web.json_response({"reasonCode": "ResourceNotFound"}, status=404)
-        kind = AMAZON_KINDS[match.group("kind")]
-        return self._object("amazon_pay", kind, match.group("id"), {"reasonCode": "ResourceNotFound"})
-
-    async def _stripe_intent(self, request: web.Request) -> web.Response:
-        missing = {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
-        return self._object("stripe", "payment_intent", request.match_info["id"], missing)
-
-    async def _mollie_payment(self, request: web.Request) -> web.Response:
-        return self._object("mollie", "payment", request.match_info["id"], {"status": 404, "title": "Not Found"})
-
-    async def _stripe_events(self, request: web.Request) -> web.Response:
-        q = request.query
-        limit = int(q.get("limit", "10"))
-        position = {e["id"]: i for i, e in enumerate(self.stripe_events)}
-
-        def wanted(index: int, event: dict[str, Any]) -> bool:
-            if q.get("delivery_success") == "false" and event["_delivered"]:
-                return False
-            if q.get("delivery_success") == "true" and not event["_delivered"]:
-                return False
-            if "created[gte]" in q and event["created"] < int(q["created[gte]"]):
-                return False
-            return not ("created[lte]" in q and event["created"] > int(q["created[lte]"]))
-
-        listed = [(i, e) for i, e in enumerate(self.stripe_events) if wanted(i, e)]
-        if "ending_before" in q:
-            cursor = position.get(q["ending_before"])
-            if cursor is None:
-                return web.json_response({"error": {"code": "resource_missing"}}, status=400)
-            newer = [e for i, e in listed if i > cursor][::-1]  # newest first
-            page, has_more = newer[-limit:], len(newer) > limit
-        elif "starting_after" in q:
-            cursor = position.get(q["starting_after"])
-            if cursor is None:
-                return web.json_response({"error": {"code": "resource_missing"}}, status=400)
-            older = [e for i, e in listed if i < cursor][::-1]
-            page, has_more = older[:limit], len(older) > limit
-        else:
-            everything = [e for _, e in listed][::-1]
-            page, has_more = everything[:limit], len(everything) > limit
-        data = [{k: v for k, v in e.items() if k != "_delivered"} for e in page]
-        return web.json_response({"object": "list", "url": "/v1/events", "has_more": has_more, "data": data})
 
     # --- the HTTP admin API (demo traffic) -----------------------------------------------------------
     async def _admin_object(self, request: web.Request) -> web.Response:

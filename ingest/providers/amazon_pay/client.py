@@ -1,4 +1,4 @@
-"""Amazon Pay API v2 client for the fetcher: Get Charge, Get Refund, Get Charge Permission (signed GETs)."""
+"""Amazon Pay API v2 client for the fetcher: Get Charge, Refund, Dispute and Charge Permission (signed GETs)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import aiohttp
 from ingest.fetch.http import ProviderReply, http_get
 from ingest.providers.amazon_pay.signing import AmazonPaySigner, mode_path_prefix, region_host
 
-# object_type (as in the payment key) -> API v2 resource collection
-RESOURCES = {"charge": "charges", "refund": "refunds", "charge_permission": "chargePermissions"}
+# object_type (as in the fetch request) -> API v2 resource collection. A CHARGEBACK IPN names a dispute id:
+# Get Dispute (GET /v2/disputes/:disputeId).
+RESOURCES = {"charge": "charges", "refund": "refunds", "dispute": "disputes", "charge_permission": "chargePermissions"}
 
 
 class AmazonPayClient:
