@@ -40,10 +40,11 @@ def limits(conf: ProcessorSettings) -> dict[str, str]:
     return {"max.message.bytes": str(conf.internal_max_message_bytes), "compression.type": conf.internal_compression}
 
 
-def ensure_internal_topics(settings: Settings, conf: ProcessorSettings, *, inputs: Iterable[tuple[str, dict[str, str]]]
-                           ) -> None:
+def ensure_internal_topics(settings: Settings, conf: ProcessorSettings, *,
+                           inputs: Iterable[tuple[str, dict[str, str]]]) -> None:
     """Create each ``(topic, extra config)`` with the size limits, or set the limits on an existing one."""
-    admin = AdminClient(connection_config(settings.kafka, client_id=f"{settings.kafka.client_id}-admin").as_librdkafka_dict())
+    connection = connection_config(settings.kafka, client_id=f"{settings.kafka.client_id}-admin")
+    admin = AdminClient(connection.as_librdkafka_dict())
     wanted = {name: {**extra, **limits(conf)} for name, extra in inputs}
     try:
         existing = set(admin.list_topics(timeout=TIMEOUT_S).topics)
@@ -63,4 +64,5 @@ def ensure_internal_topics(settings: Settings, conf: ProcessorSettings, *, input
         for future in (admin.incremental_alter_configs(present).values() if present else []):
             future.result(TIMEOUT_S)
     except Exception as exc:
-        raise InfrastructureError(f"cannot prepare the processor's internal topics: {type(exc).__name__}: {exc}") from exc
+        raise InfrastructureError(
+            f"cannot prepare the processor's internal topics: {type(exc).__name__}: {exc}") from exc

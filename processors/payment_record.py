@@ -64,7 +64,8 @@ class PaymentRecord:
         return orjson.dumps({
             "v": VERSION, "first_seen": self.first_seen,
             "state": None if self.state is None else to_json(self.state), "seen": self.seen,
-            "chain": self.chain, "chain_version": self.chain_version, "polling_ended": self.polling_ended, "quarantine": self.quarantine,
+            "chain": self.chain, "chain_version": self.chain_version, "polling_ended": self.polling_ended,
+            "quarantine": self.quarantine,
             "last_event": self.last_event,
         })
 

@@ -44,5 +44,5 @@ def migrate_v1_state(raw: dict[str, Any]) -> PaymentState:
     if raw["sequence"] > 0 and status is not None:
         emitted = Emitted(parse_status(status), raw["amount"], raw["captured_amount"], raw["refunded_amount"], 0, ())
     previous = raw["previous_status"]
-    return replace(state, sequence=raw["sequence"], previous_status=None if previous is None else parse_status(previous),
-                   emitted=emitted)
+    return replace(state, sequence=raw["sequence"], emitted=emitted,
+                   previous_status=None if previous is None else parse_status(previous))

@@ -19,10 +19,11 @@ How the set is folded:
   or refund that failed or was reversed moves the status back, decided by the observation that said so.
 
 Bounded state: only the newest ``LIVE_GROUPS`` groups are kept whole; older ones are folded into a
-:class:`Summary` (the fold's accumulator at that point) and remembered by a 64-bit hash of their facts, so a
-redelivery or a poll repeating them is still recognised. An observation older than the compaction point of
-such a busy payment is folded after the summary: the ledgers and the table still keep it from rewinding newer
-evidence. Below ``LIVE_GROUPS`` distinct observations the state is exactly the fold of the set.
+:class:`Summary` (the fold's accumulator at that point). An observation older than the compaction point of
+such a busy payment (a late redelivery, say) is folded after the summary, and cannot rewind newer evidence:
+each ledger entry keeps its newest report, each fact its newest value, and a status word older than the one
+that set the current status is ignored as stale. Below ``LIVE_GROUPS`` distinct observations the state is
+exactly the fold of the set.
 
 Emission discipline: an event is due when the fold's status, amounts or risk differ from the last emitted
 event. The emitted stream is itself a legal path of the table: when the move from the last emitted status to
@@ -32,8 +33,6 @@ observation is absorbed (counted) and the payment waits for evidence that allows
 
 from __future__ import annotations
 
-import hashlib
-from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -124,11 +123,6 @@ class Retained:
                 self.order_ref, self.agreement_ref, self.authorization_expires_at, self.captures, self.refunds,
                 self.refunded_total, self.disputes, self.risk)
 
-    def facts_hash(self) -> int:
-        """A stable 64-bit hash of :meth:`facts` (remembers compacted groups across processes)."""
-        digest = hashlib.blake2b(orjson.dumps(self.facts()), digest_size=8).digest()
-        return int.from_bytes(digest, "big")
-
     @property
     def carries_entries(self) -> bool:
         return bool(self.captures or self.refunds or self.disputes or self.risk) or self.refunded_total is not None
@@ -190,7 +184,11 @@ class Summary:
                     group.risk)
         position, self.position = self.position, self.position + 1
         if group.status is not None:
-            if self.reported is not None and not TABLE.allows(self.reported, group.status, group.source):
+            # In canonical order no group is older than the one that set the status; one folded after a
+            # summary can be (older than the compaction point): its word is history, not news.
+            older = self.run_decider is not None and group.occurred_at < self.run_decider.occurred_at
+            if self.reported is not None and (older or not TABLE.allows(self.reported, group.status,
+                                                                         group.source)):
                 self.stale += 1
                 return False
             if group.status != self.reported or self.run_decider is None:
@@ -266,7 +264,6 @@ class PaymentState:
     absorbed_count: int = 0  # observations whose fold the table did not let the stream follow (yet)
     # --- what can still change the fold ----------------------------------------------------------------
     summary: Summary | None = None  # the fold of the compacted groups
-    compacted: bytes = b""  # sorted big-endian 64-bit facts hashes of the compacted groups
     retained: tuple[Retained, ...] = ()  # the live groups, in canonical order
 
     @property
@@ -275,7 +272,7 @@ class PaymentState:
 
     @property
     def compacted_count(self) -> int:
-        return len(self.compacted) // 8
+        return self.summary.position if self.summary is not None else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,39 +374,27 @@ def _collapse(groups: tuple[Retained, ...], new: Retained) -> tuple[list[Retaine
     return _canonical_order([*collapsed, new]), new, False
 
 
-def _has_hash(compacted: bytes, value: int) -> bool:
-    count = len(compacted) // 8
-    if not count:
-        return False
-    keys = memoryview(compacted)
-    index = bisect_left(range(count), value, key=lambda i: int.from_bytes(keys[i * 8:i * 8 + 8], "big"))
-    return index < count and int.from_bytes(keys[index * 8:index * 8 + 8], "big") == value
-
-
-def _with_hashes(compacted: bytes, values: Iterable[int]) -> bytes:
-    held = {int.from_bytes(compacted[i:i + 8], "big") for i in range(0, len(compacted), 8)}
-    held.update(values)
-    return b"".join(value.to_bytes(8, "big") for value in sorted(held))
-
-
-def _compact(summary: Summary | None, compacted: bytes, groups: list[Retained]) -> tuple[
-        Summary | None, bytes, list[Retained]]:
-    """Past ``LIVE_GROUPS``, the oldest groups go into the summary and are remembered by their facts' hash."""
+def _compact(summary: Summary | None, groups: list[Retained], new: Retained | None = None) -> tuple[
+        Summary | None, list[Retained], bool]:
+    """Past ``LIVE_GROUPS``, the oldest groups go into the summary; also whether ``new`` went with them and
+    was stale there."""
     if len(groups) <= LIVE_GROUPS:
-        return summary, compacted, groups
+        return summary, groups, False
     summary = summary.copy() if summary is not None else Summary()
     oldest, groups = groups[:-LIVE_GROUPS], groups[-LIVE_GROUPS:]
+    new_stale = False
     for group in oldest:
-        summary.add(group)
-    return summary, _with_hashes(compacted, (group.facts_hash() for group in oldest)), groups
+        if not summary.add(group) and group is new:
+            new_stale = True
+    return summary, groups, new_stale
 
 
 def fold_groups(base: PaymentState, groups: Iterable[Retained]) -> PaymentState:
     """``base`` with the fold of ``groups`` (collapsed already; any order), compacted past ``LIVE_GROUPS``.
     The emitted stream's bookkeeping of ``base`` is kept as it is (record migrations)."""
-    summary, compacted, live = _compact(None, b"", _canonical_order(groups))
+    summary, live, _ = _compact(None, _canonical_order(groups))
     fields, _ = _fold_fields(summary, live, None)
-    return replace(base, **fields, summary=summary, compacted=compacted, retained=tuple(live))
+    return replace(base, **fields, summary=summary, retained=tuple(live))
 
 
 def _base_for(obs: Observation) -> PaymentState:
@@ -429,14 +414,12 @@ def advance(state: PaymentState | None, obs: Observation, emitted_at: datetime, 
     base = state or replace(_base_for(obs), epoch=epoch)
     _check(base, obs)
     new = Retained.of(obs)
-    if base.compacted and _has_hash(base.compacted, new.facts_hash()):
-        # The facts of a group compacted long ago, told again (a late redelivery, a poll repeating them).
-        return Step(base, None, duplicate=True, stale=False, news=False, absorbed=False)
     groups, added, duplicate = _collapse(base.retained, new)
     news = added is not None and not any(group.facts() == new.facts() for group in base.retained)
-    summary, compacted, groups = _compact(base.summary, base.compacted, groups)
+    summary, groups, compacted_stale = _compact(base.summary, groups, added)
     fields, stale = _fold_fields(summary, groups, added)
-    fields.update(summary=summary, compacted=compacted, retained=tuple(groups))
+    stale = stale or compacted_stale
+    fields.update(summary=summary, retained=tuple(groups))
     status = fields.get("status")
     if status is None:
         return Step(replace(base, **fields), None, duplicate, stale, news, absorbed=False)

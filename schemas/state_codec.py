@@ -9,7 +9,6 @@ enums included); ``plain`` gives plain JSON types only.
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import Any
 
@@ -146,7 +145,6 @@ def to_json(state: PaymentState) -> dict[str, Any]:
         "emitted": None if emitted is None else [emitted.status, emitted.amount, emitted.captured_amount,
                                                   emitted.refunded_amount, emitted.disputed_amount, emitted.risk],
         "absorbed_count": state.absorbed_count, "summary": _summary_out(state.summary),
-        "compacted": base64.b64encode(state.compacted).decode("ascii") if state.compacted else "",
         "retained": [_group_out(group) for group in state.retained],
     }
 
@@ -172,7 +170,6 @@ def from_json(raw: dict[str, Any]) -> PaymentState:
             _status(emitted[0]), emitted[1], emitted[2], emitted[3], emitted[4],  # type: ignore[arg-type]
             tuple((key, state) for key, state in emitted[5])),
         absorbed_count=raw["absorbed_count"], summary=_summary_in(raw["summary"]),
-        compacted=base64.b64decode(raw["compacted"]) if raw["compacted"] else b"",
         retained=tuple(_group_in(group) for group in raw["retained"]),
     )
 

@@ -12,8 +12,8 @@ from observation_factory import T0, at, obs
 
 from paystream.errors import NormalizationError
 from schemas.join import PaymentState, advance, fold
-from schemas.state_codec import from_json, to_json
 from schemas.observation import Observation
+from schemas.state_codec import from_json, to_json
 from schemas.status import AgreementStatus as A
 from schemas.status import ObjectKind, Source
 from schemas.status import PaymentStatus as P

@@ -176,12 +176,22 @@ def test_a_busy_payment_keeps_a_bounded_number_of_whole_groups() -> None:
     assert state.status == P.PENDING
 
 
-def test_a_compacted_observation_told_again_is_a_duplicate() -> None:
+def test_a_compacted_observation_told_again_changes_nothing_and_the_record_stays_bounded() -> None:
     state, _ = run(storm(100))
     again = replace_evidence(storm(1)[0], "redelivered")
     step = advance(state, again, EMITTED)
-    assert step.duplicate and not step.news and step.event is None
-    assert step.state is state
+    assert step.event is None and not step.absorbed
+    assert (step.state.status, len(step.state.retained)) == (P.PENDING, LIVE_GROUPS)
+
+
+def test_a_late_status_word_older_than_the_compaction_point_is_stale() -> None:
+    # Folded after the summary, an old word would otherwise move the status (disputed -> captured is allowed).
+    history = [obs(P.CAPTURED, "c", occurred=0, captures={"cap": 1000}),
+               obs(P.DISPUTED, "d", occurred=50), *storm(100, start=60)]
+    state, _ = run([*history[:2], *(replace_status(item, P.DISPUTED) for item in history[2:])])
+    assert state.summary is not None
+    step = advance(state, obs(P.CAPTURED, "old_capture_poll", occurred=1, source=Source.POLL), EMITTED)
+    assert (step.state.status, step.event, step.stale) == (P.DISPUTED, None, True)
 
 
 def test_an_observation_older_than_the_compaction_point_cannot_rewind_newer_evidence() -> None:
