@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from urllib.parse import quote
+from collections.abc import Mapping, Sequence
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from pydantic import SecretStr
@@ -12,6 +12,8 @@ from ingest.fetch.http import ProviderReply, http_get
 
 DEFAULT_BASE_URL = "https://api.stripe.com"
 RESOURCES = {"payment_intent": "payment_intents"}
+# "types: an array of up to 20 strings containing specific event names" (Stripe API, List all events).
+MAX_EVENT_TYPES = 20
 
 
 class StripeClient:
@@ -32,9 +34,14 @@ class StripeClient:
         url = f"{self._base}/v1/{RESOURCES[object_type]}/{quote(object_id, safe='')}"
         return await http_get(self._session, url, headers=self._headers())
 
-    async def list_events(self, params: Mapping[str, str]) -> ProviderReply:
-        """``GET /v1/events`` (newest first; ``ending_before`` pages towards newer events)."""
-        return await http_get(self._session, f"{self._base}/v1/events", headers=self._headers(), params=params)
+    async def list_events(self, params: Mapping[str, str], types: Sequence[str] = ()) -> ProviderReply:
+        """``GET /v1/events`` (newest first; ``ending_before`` pages towards newer events), only the events of
+        ``types`` when given (Stripe's ``types[]``: at most ``MAX_EVENT_TYPES`` per request)."""
+        if len(types) > MAX_EVENT_TYPES:
+            raise ValueError(f"Stripe lists events of at most {MAX_EVENT_TYPES} types per request, not {len(types)}")
+        # A repeated key, which a Mapping cannot hold: the query is encoded here.
+        query = urlencode([*params.items(), *(("types[]", name) for name in types)])
+        return await http_get(self._session, f"{self._base}/v1/events?{query}", headers=self._headers())
 
     async def close(self) -> None:
         await self._session.close()
