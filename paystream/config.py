@@ -213,6 +213,11 @@ class ProcessorSettings(BaseModel):
     # fences its predecessor and aborts the open transaction at once instead of leaving read_committed
     # consumers stalled until the transaction timeout. Default: the host name.
     worker_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # Two limits in one: a killed worker's open transaction (one whose successor never starts with its
+    # worker_id) keeps the partitions it wrote frozen for read_committed readers, and records waiting through a
+    # broker outage time out, until the broker aborts it after this long (librdkafka caps message.timeout.ms at
+    # it): the worker rides out outages shorter than this and restarts its engine after longer ones.
+    transaction_timeout_s: float = Field(default=30.0, ge=5.0, le=900.0)
     # The derivation epoch of emitted events. A rebuild that derives the stream again from scratch (state
     # wiped) raises it, so its events get ids consumers never saw (docs/operations.md, "Rebuild").
     epoch: int = Field(default=0, ge=0)

@@ -245,13 +245,9 @@ def build_application(settings: Settings, conf: ProcessorSettings, readiness: Re
             # are not held until the transaction timeout (zombies are also fenced by the group's generation,
             # KIP-447).
             "transactional.id": transactional_id(conf),
-            # Two limits in one: a killed worker's open transaction keeps every partition it wrote to frozen for
-            # read_committed readers (fulfillment included), and a restarted worker's offset lookup waiting,
-            # until the broker aborts it after this long (Quix Streams gives that lookup 30 s); and records
-            # waiting through a broker outage time out after it too (librdkafka caps message.timeout.ms at it),
-            # failing the transaction: the worker rides out outages shorter than this and restarts after longer
-            # ones. 10 s failed a 20 s broker restart; the 60 s default outlasted the lookup after a SIGKILL.
-            "transaction.timeout.ms": 30_000,
+            # ProcessorSettings.transaction_timeout_s: 10 s failed a 20 s broker restart; the 60 s default
+            # outlasted Quix Streams' 30 s offset lookup after a SIGKILL of a worker with another id.
+            "transaction.timeout.ms": int(conf.transaction_timeout_s * 1000),
             # Outputs only become visible when their checkpoint commits (and the commit flushes the producer), so
             # a longer linger costs no latency; it saves the broker-thread wake-up (a syscall) librdkafka makes
             # for nearly every record when batches close after 2 ms.

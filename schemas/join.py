@@ -289,6 +289,10 @@ class Step:
 
 def _derive(reported: Status, amount: int | None, captured: int, refunded: int, ledgers: Ledgers) -> Status:
     """Refine the provider's status word of the capture family with the amounts."""
+    if reported is P.CANCELED and captured > 0:
+        # The uncaptured remainder of an authorisation was canceled or expired (Adyen EXPIRE: "the remaining
+        # uncaptured amount expired"): what was captured is the payment's money.
+        return _derive(P.CAPTURED, captured, captured, refunded, ledgers)
     if reported not in CAPTURE_FAMILY:
         return reported
     if refunded > 0:

@@ -117,6 +117,16 @@ def test_a_failed_capture_leaves_the_payment_authorized() -> None:
         ("authorized", 0), ("captured", 1000), ("authorized", 0)]
 
 
+def test_an_authorisation_that_expires_after_a_partial_capture_keeps_what_was_captured() -> None:
+    # Adyen EXPIRE after a partial capture: "the remaining uncaptured amount expired".
+    state, events = run([obs(P.AUTHORIZED, "auth", amount=1000),
+                         obs(None, "capture", occurred=5, captures={"cap_1": 600}),
+                         obs(P.CANCELED, "expire", occurred=9, reason_code="expired")])
+    assert [(data["status"], data["captured_amount"]) for data in events] == [
+        ("authorized", 0), ("partially_captured", 600), ("captured", 600)]
+    assert (events[-1]["reason_code"], state.absorbed_count) == ("expired", 0)
+
+
 # --- disputes --------------------------------------------------------------------------------------------
 def test_a_dispute_won_returns_the_payment_to_its_money_status_and_stops_counting() -> None:
     _, events = run([
