@@ -3,79 +3,134 @@
 The body is one item as ingest published it: the item itself, ``{"NotificationRequestItem": {...}}``, or a
 whole ``{"notificationItems": [...]}`` batch (each item then gets ``{evidence_id}#{index}``).
 
-Payment key: ``payment:{pspReference of the payment}`` — a modification (capture, refund, cancellation,
-chargeback) names its payment in ``originalReference``. Each ``(eventCode, success)`` pair maps to a
-status explicitly; ``None`` means the item says no overall status: a successful CAPTURE or REFUND contributes
-its amount (keyed by the modification's own pspReference) and the join derives captured / refunded from the
-amounts; an unsuccessful modification changes nothing. Event codes that are not about a payment's status
-(reports, order bookkeeping) are listed in ``IGNORED_EVENT_CODES`` and produce no observation.
+What each ``eventCode`` is (mapped or ignored on purpose, and why) is the catalog,
+``ingest/providers/adyen/catalog.json``; what each ``(eventCode, success)`` pair does is :data:`RULES` here.
+An eventCode the catalog does not know is a new Adyen word: :class:`UnknownProviderStatus` (the DLQ, with an
+alert that names it). A pair that says nothing (most ``success=false`` items: the request did not happen)
+gives no observation and is counted in ``paystream_events_ignored_total`` as ``{eventCode}:false``.
+
+Payment key: ``payment:{pspReference of the payment}``. A modification (capture, refund, cancellation,
+dispute stage) names its payment in ``originalReference``; Adyen sends some dispute stages without it unless
+the merchant enables it, and then ``pspReference`` is the payment's. Captures and refunds are movements by
+their own pspReference with their own state; they carry no status word (the join derives the money status
+from the amounts). A dispute stage carries its status word and the payment's one dispute (Adyen's dispute
+lifecycle is per payment), keyed by the payment's pspReference. Risk signals carry no status.
+
+``authorization_expires_at`` stays None: Adyen's webhooks carry no authorisation expiry, and Adyen documents
+no single validity (28 days for the major card networks, 12 for Cartes Bancaires, 3 for PayPal, others by
+method and scheme).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ingest.providers.catalog import load_catalog
 from ingest.providers.parse_support import Stamp, field_of, iso_time, load_object, lookup, optional_field
-from paystream.errors import NormalizationError
-from schemas.observation import Observation
-from schemas.status import AgreementStatus, ObjectKind, PaymentStatus, Source
+from paystream.errors import ConfigurationError, NormalizationError, UnknownProviderStatus
+from paystream.metrics import EVENTS_IGNORED
+from schemas.observation import Dispute, Movement, Observation, RiskSignal
+from schemas.status import (
+    AgreementStatus,
+    DisputeState,
+    MoneyState,
+    ObjectKind,
+    PaymentStatus,
+    RiskState,
+    Source,
+)
 
 PROVIDER = "adyen"
-P = PaymentStatus
+CATALOG = load_catalog(PROVIDER)
+P, M, D = PaymentStatus, MoneyState, DisputeState
 
-EVENT_STATUSES: Mapping[tuple[str, bool], PaymentStatus | AgreementStatus | None] = {
-    ("AUTHORISATION", True): P.AUTHORIZED,
-    ("AUTHORISATION", False): P.FAILED,
-    ("AUTHORISATION_ADJUSTMENT", True): P.AUTHORIZED,
-    ("AUTHORISATION_ADJUSTMENT", False): None,
-    ("PENDING", True): P.PENDING,
-    ("PENDING", False): None,
-    ("CAPTURE", True): None,  # amount-only: captures[pspReference] = amount
-    ("CAPTURE", False): None,
-    ("CAPTURE_FAILED", True): P.FAILED,  # the scheme rejected a capture reported as successful
-    ("CAPTURE_FAILED", False): None,
-    ("CANCELLATION", True): P.CANCELED,
-    ("CANCELLATION", False): None,
-    ("TECHNICAL_CANCEL", True): P.CANCELED,
-    ("TECHNICAL_CANCEL", False): None,
-    ("OFFER_CLOSED", True): P.FAILED,  # the shopper never completed the payment
-    ("OFFER_CLOSED", False): None,
-    ("REFUND", True): None,  # amount-only: refunds[pspReference] = amount
-    ("REFUND", False): None,
-    ("REFUND_FAILED", True): None,  # noted (provider_status) but the refunded amount is not retracted
-    ("REFUND_FAILED", False): None,
-    ("REFUNDED_REVERSED", True): None,
-    ("REFUNDED_REVERSED", False): None,
-    ("MANUAL_REVIEW_ACCEPT", True): None,
-    ("MANUAL_REVIEW_ACCEPT", False): None,
-    ("MANUAL_REVIEW_REJECT", True): P.FAILED,
-    ("MANUAL_REVIEW_REJECT", False): None,
-    ("NOTIFICATION_OF_CHARGEBACK", True): P.DISPUTED,
-    ("NOTIFICATION_OF_CHARGEBACK", False): None,
-    ("REQUEST_FOR_INFORMATION", True): P.DISPUTED,
-    ("REQUEST_FOR_INFORMATION", False): None,
-    ("CHARGEBACK", True): P.CHARGED_BACK,
-    ("CHARGEBACK", False): None,
-    ("SECOND_CHARGEBACK", True): P.CHARGED_BACK,
-    ("SECOND_CHARGEBACK", False): None,
-    ("PREARBITRATION_LOST", True): P.CHARGED_BACK,
-    ("PREARBITRATION_LOST", False): None,
-    ("CHARGEBACK_REVERSED", True): P.CAPTURED,
-    ("CHARGEBACK_REVERSED", False): None,
-    ("PREARBITRATION_WON", True): P.CAPTURED,
-    ("PREARBITRATION_WON", False): None,
-    ("RECURRING_CONTRACT", True): AgreementStatus.ACTIVE,
-    ("RECURRING_CONTRACT", False): None,
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What one ``(eventCode, success)`` pair reports."""
+
+    status: PaymentStatus | None = None
+    capture: MoneyState | None = None  # a capture movement by the item's own pspReference
+    refund: MoneyState | None = None  # a refund movement by the item's own pspReference
+    dispute: DisputeState | None = None  # the payment's dispute
+    risk: tuple[str, RiskState] | None = None  # (kind, state)
+    agreement: AgreementStatus | None = None  # the stored payment method (recurring contract)
+    states_amount: bool = False  # amount.value is the payment's (authorised) amount
+    reason: str | None = None  # a fixed reason code instead of the item's
+    # On success, `reason` is the item's reason only where it is one: an AUTHORISATION's is
+    # authCode:cardSummary:expiry.
+    keeps_reason: bool = True
+    # Only with an originalReference: an unreferenced refund has no payment to move.
+    needs_payment: bool = False
+    # disputeStatus values that close an otherwise open dispute against the merchant.
+    lost_when: frozenset[str] = frozenset()
+
+
+# By additionalData["modification.action"] (CANCEL_OR_REFUND): cancelled before capture, refunded after.
+Actions = Mapping[str, Rule | None]
+Decision = Rule | Actions | None
+
+OPEN = Rule(status=P.DISPUTED, dispute=D.OPEN)
+# Won: the word is the money status the payment had (captured); the join refines it from the amounts.
+WON = Rule(status=P.CAPTURED, dispute=D.WON)
+LOST = Rule(status=P.CHARGED_BACK, dispute=D.LOST)
+
+# eventCode -> (success "true", success "false"). None: the item reports nothing (the request did not happen,
+# or Adyen documents no false for it), on purpose. The catalog says why per eventCode.
+RULES: Mapping[str, tuple[Decision, Decision]] = {
+    "AUTHORISATION": (Rule(status=P.AUTHORIZED, states_amount=True, keeps_reason=False), Rule(status=P.FAILED)),
+    "AUTHORISATION_ADJUSTMENT": (Rule(status=P.AUTHORIZED, states_amount=True, keeps_reason=False), None),
+    "CANCELLATION": (Rule(status=P.CANCELED), None),
+    "TECHNICAL_CANCEL": (Rule(status=P.CANCELED), None),
+    "EXPIRE": (Rule(status=P.CANCELED, reason="expired"), None),
+    "OFFER_CLOSED": (Rule(status=P.FAILED), None),
+    "CAPTURE": (Rule(capture=M.SUCCEEDED), Rule(capture=M.FAILED)),
+    "CAPTURE_FAILED": (Rule(capture=M.FAILED), None),
+    "REFUND": (Rule(refund=M.SUCCEEDED), Rule(refund=M.FAILED)),
+    "REFUND_FAILED": (Rule(refund=M.FAILED), None),
+    "REFUNDED_REVERSED": (Rule(refund=M.REVERSED), None),
+    "REFUND_WITH_DATA": (Rule(refund=M.SUCCEEDED, needs_payment=True),
+                         Rule(refund=M.FAILED, needs_payment=True)),
+    "CANCEL_OR_REFUND": ({"cancel": Rule(status=P.CANCELED), "refund": Rule(refund=M.SUCCEEDED)},
+                         {"cancel": None, "refund": Rule(refund=M.FAILED)}),
+    "VOID_PENDING_REFUND": (Rule(refund=M.CANCELED, needs_payment=True), None),
+    "POSTPONED_REFUND": (Rule(refund=M.PENDING), None),
+    "REQUEST_FOR_INFORMATION": (OPEN, None),
+    "NOTIFICATION_OF_CHARGEBACK": (OPEN, None),
+    "CHARGEBACK": (Rule(status=P.CHARGED_BACK, dispute=D.OPEN, lost_when=frozenset({"Accepted", "Lost"})), None),
+    "CHARGEBACK_REVERSED": (WON, None),
+    "SECOND_CHARGEBACK": (LOST, None),
+    "DISPUTE_DEFENSE_PERIOD_ENDED": (LOST, None),
+    "ISSUER_RESPONSE_TIMEFRAME_EXPIRED": (WON, None),
+    "PREARBITRATION_OPEN": (OPEN, None),
+    "PREARBITRATION_DECLINED": (OPEN, None),
+    "PREARBITRATION_ACCEPTED": (LOST, None),
+    "PREARBITRATION_ISSUER_WITHDRAWN": (WON, None),
+    "PREARBITRATION_WON": (WON, None),
+    "PREARBITRATION_LOST": (LOST, None),
+    "SCHEME_ARBITRATION": (OPEN, None),
+    "SCHEME_ARBITRATION_WON": (WON, None),
+    "SCHEME_ARBITRATION_LOST": (LOST, None),
+    "NOTIFICATION_OF_FRAUD": (Rule(risk=("fraud_report", RiskState.CONFIRMED)), None),
+    "MANUAL_REVIEW_ACCEPT": (Rule(risk=("manual_review", RiskState.CLEARED)), None),
+    "MANUAL_REVIEW_REJECT": (Rule(risk=("manual_review", RiskState.CONFIRMED)), None),
+    "RECURRING_CONTRACT": (Rule(agreement=AgreementStatus.ACTIVE), None),
 }
 
-# Not about one payment's status: acknowledged and dropped, deliberately.
-IGNORED_EVENT_CODES = frozenset({
-    "REPORT_AVAILABLE", "ORDER_OPENED", "ORDER_CLOSED", "PAIDOUT_REVERSED", "PAYOUT_THIRDPARTY",
-    "PAYOUT_DECLINE", "PAYOUT_EXPIRE", "DISPUTE_DEFENSE_PERIOD_ENDED", "ISSUER_RESPONSE_TIMEFRAME_EXPIRED",
-    "INFORMATION_SUPPLIED", "AUTORESCUE", "CANCEL_AUTORESCUE", "POSTPONED_REFUND",
-})
+# additionalData.disputeStatus as Adyen documents it (Webhooks-v1 DisputesNotificationAdditionalData).
+DISPUTE_STATUSES = frozenset({"Unresponded", "Responded", "Expired", "Undefended", "Accepted", "Pending", "Lost",
+                              "Won"})
+# Where a dispute or fraud item names its reason code; else the item's `reason` text.
+REASON_CODE_FIELDS = ("chargebackReasonCode", "nofReasonCode")
+# The stored payment method a payment ran on: the current field first, then the one it replaces.
+AGREEMENT_FIELDS = ("tokenization.storedPaymentMethodId", "recurring.recurringDetailReference")
+
+_mapped = set(CATALOG.names()) - set(CATALOG.names("ignore"))
+if _mapped != set(RULES):
+    raise ConfigurationError(f"adyen: catalog and RULES disagree on {sorted(_mapped ^ set(RULES))}")
 
 # Checkout API resultCode words, for synchronous observations (POST /v1/observations).
 RESULT_CODES: Mapping[str, PaymentStatus] = {
@@ -142,33 +197,116 @@ def _success(value: Any) -> bool:
     raise NormalizationError(f"adyen: success is {value!r}, not 'true'/'false'", reason="malformed_body")
 
 
+def _ignored(label: str) -> None:
+    EVENTS_IGNORED.labels(PROVIDER, label).inc()
+
+
+def _rule(decision: Decision, code: str, success: bool, additional: Mapping[str, Any]) -> Rule | None:
+    if decision is None or isinstance(decision, Rule):
+        return decision
+    action = additional.get("modification.action")
+    if action is None and not success:
+        return None  # refused, whichever it was: nothing moved
+    if not isinstance(action, str) or action not in decision:
+        raise UnknownProviderStatus(f"adyen: {code} with modification.action {action!r}", provider=PROVIDER,
+                                    word=f"{code}:{action}")
+    return decision[action]
+
+
+def _text(value: Any) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
 def _item(item: Mapping[str, Any], stamp: Stamp) -> Observation | None:
     what = "adyen item"
     code = field_of(item, "eventCode", str, what)
-    if code in IGNORED_EVENT_CODES:
+    if CATALOG.ignored(code):
         return None
     success = _success(item.get("success"))
-    status = lookup(EVENT_STATUSES, (code, success), PROVIDER, "eventCode/success")
+    word = f"{code}:{'true' if success else 'false'}"
+    raw_additional = item.get("additionalData")
+    additional: Mapping[str, Any] = raw_additional if isinstance(raw_additional, dict) else {}
+    rule = _rule(RULES[code][0 if success else 1], code, success, additional)
+    if rule is None:
+        _ignored(word)
+        return None
     psp = field_of(item, "pspReference", str, what)
-    payment_id = optional_field(item, "originalReference", str, what) or psp
+    original = optional_field(item, "originalReference", str, what) or None
+    if rule.needs_payment and original is None:
+        _ignored(f"{code}:unreferenced")
+        return None
+    payment_id = original or psp
     money = item.get("amount")
     value = currency = None
     if isinstance(money, dict):
         value = optional_field(money, "value", int, what)
         currency = optional_field(money, "currency", str, what)
-    captures = {psp: value} if code == "CAPTURE" and success and value is not None else {}
-    refunds = {psp: value} if code == "REFUND" and success and value is not None else {}
-    # Only the authorisation states the payment's amount; modification amounts are their own.
-    amount = value if code in ("AUTHORISATION", "AUTHORISATION_ADJUSTMENT") and success else None
-    # On success `reason` holds authCode:cardSummary:expiry, not a reason: only refusals carry one.
-    reason = None if success else item.get("reason")
-    is_agreement = code == "RECURRING_CONTRACT"
+    reason = rule.reason or _reason(item, additional, rule.keeps_reason or not success)
+    occurred_at = iso_time(item.get("eventDate"), what)
+    if rule.agreement is not None:
+        # A RECURRING_CONTRACT's pspReference is the recurring detail reference itself (Adyen's schema).
+        token = _text(additional.get("recurring.recurringDetailReference")) or psp
+        return Observation(
+            provider=PROVIDER, account=stamp.account, object_type="recurring_contract", object_id=token,
+            kind=ObjectKind.AGREEMENT, status=rule.agreement, provider_status=word, source=stamp.source,
+            evidence_id=stamp.evidence_id, occurred_at=occurred_at, observed_at=stamp.observed_at,
+            reason_code=reason,
+        )
     return Observation(
-        provider=PROVIDER, account=stamp.account, object_type="recurring_contract" if is_agreement else "payment",
-        object_id=payment_id, kind=ObjectKind.AGREEMENT if is_agreement else ObjectKind.PAYMENT, status=status,
-        provider_status=f"{code}:{'true' if success else 'false'}", source=stamp.source,
-        evidence_id=stamp.evidence_id, occurred_at=iso_time(item.get("eventDate"), what),
-        observed_at=stamp.observed_at, reason_code=reason if isinstance(reason, str) and reason else None,
-        amount=amount, currency=currency.upper() if currency else None, captures=captures, refunds=refunds,
-        order_ref=optional_field(item, "merchantReference", str, what),
+        provider=PROVIDER, account=stamp.account, object_type="payment", object_id=payment_id,
+        kind=ObjectKind.PAYMENT, status=rule.status, provider_status=word, source=stamp.source,
+        evidence_id=stamp.evidence_id, occurred_at=occurred_at, observed_at=stamp.observed_at, reason_code=reason,
+        # Only the authorisation (or its adjustment) states the payment's amount; modifications have their own.
+        amount=value if rule.states_amount else None, currency=currency.upper() if currency else None,
+        captures=_movement(rule.capture, psp, value, word), refunds=_movement(rule.refund, psp, value, word),
+        disputes=_dispute(rule, payment_id, value, additional, reason),
+        risk=_risk(rule, payment_id, psp, reason),
+        # A modification's merchantReference may be the modification's own reference, not the order's.
+        order_ref=optional_field(item, "merchantReference", str, what) if original is None else None,
+        agreement_ref=_agreement_ref(additional),
     )
+
+
+def _reason(item: Mapping[str, Any], additional: Mapping[str, Any], keeps: bool) -> str | None:
+    for name in REASON_CODE_FIELDS:
+        code = _text(additional.get(name))  # Adyen pads some (" 4853")
+        if code:
+            return code
+    return _text(item.get("reason")) if keeps else None
+
+
+def _agreement_ref(additional: Mapping[str, Any]) -> str | None:
+    for name in AGREEMENT_FIELDS:
+        ref = _text(additional.get(name))
+        if ref:
+            return ref
+    return None
+
+
+def _movement(state: MoneyState | None, psp: str, value: int | None, word: str) -> dict[str, Movement]:
+    if state is None:
+        return {}
+    if state is M.SUCCEEDED and value is None:
+        raise NormalizationError(f"adyen: {word} without amount.value", reason="malformed_body")
+    return {psp: Movement(value, state)}
+
+
+def _dispute(rule: Rule, payment_id: str, value: int | None, additional: Mapping[str, Any],
+             reason: str | None) -> dict[str, Dispute]:
+    if rule.dispute is None:
+        return {}
+    status = additional.get("disputeStatus")
+    if status is not None and status not in DISPUTE_STATUSES:
+        raise UnknownProviderStatus(f"adyen: disputeStatus {status!r} is not one Adyen documents",
+                                    provider=PROVIDER, word=f"disputeStatus:{status}")
+    state = D.LOST if status in rule.lost_when else rule.dispute
+    return {payment_id: Dispute(value, state, reason)}
+
+
+def _risk(rule: Rule, payment_id: str, psp: str, reason: str | None) -> dict[str, RiskSignal]:
+    if rule.risk is None:
+        return {}
+    kind, state = rule.risk
+    # A review is the payment's (accept and reject close the same one); a fraud report is its own item.
+    ref = payment_id if kind == "manual_review" else psp
+    return {f"{kind}:{ref}": RiskSignal(kind, state, reason)}
