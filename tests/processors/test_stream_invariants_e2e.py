@@ -79,8 +79,8 @@ async def _captured_then_older_failure(pipe: Pipeline, run: str) -> str:
     await pipe.post(demo_traffic.observation(material, request, "checkout: succeeded"))
     key = f"stripe:main:payment_intent:{pi}"
     await pipe.wait_events(key, 1)
-    failed = demo_traffic.stripe_intent(pi, "requires_payment_method", 2500, t5,
-                                        last_payment_error={"code": "card_declined", "decline_code": "insufficient_funds"})
+    declined = {"code": "card_declined", "decline_code": "insufficient_funds"}
+    failed = demo_traffic.stripe_intent(pi, "requires_payment_method", 2500, t5, last_payment_error=declined)
     await pipe.post(demo_traffic.stripe_push(material, demo_traffic.stripe_event(
         "payment_intent.payment_failed", failed, t5), time.time()))
     succeeded = demo_traffic.stripe_intent(pi, "succeeded", 2500, t5, amount_received=2500)
