@@ -112,3 +112,35 @@ def load_catalog(provider: str) -> Catalog:
     if catalog.provider != provider:
         raise ConfigurationError(f"{path}: names provider {catalog.provider!r}, not {provider!r}")
     return catalog
+
+
+# --- the catalogs as documentation (docs/providers.md) ---------------------------------------------------
+CATALOG_PROVIDERS = ("stripe", "adyen", "amazon_pay", "mollie")
+
+
+def markdown_table(catalog: Catalog) -> str:
+    """One provider's catalog as a Markdown table: entry, outcome, why (a test keeps docs/providers.md equal)."""
+    lines = [f"| {catalog.entry_kind} | outcome | why |", "|---|---|---|"]
+    for name in sorted(catalog.entries):
+        entry = catalog.entries[name]
+        lines.append(f"| `{name}` | {entry.outcome} | {entry.why.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def with_tables(document: str) -> str:
+    """``document`` with each ``<!-- catalog:{provider} -->`` … ``<!-- /catalog:{provider} -->`` block rendered
+    from the provider's catalog."""
+    for provider in CATALOG_PROVIDERS:
+        start, end = f"<!-- catalog:{provider} -->", f"<!-- /catalog:{provider} -->"
+        head, found, rest = document.partition(start)
+        if not found or end not in rest:
+            raise ConfigurationError(f"the document has no {start} … {end} block")
+        document = f"{head}{start}\n{markdown_table(load_catalog(provider))}\n{end}{rest.partition(end)[2]}"
+    return document
+
+
+if __name__ == "__main__":  # python -m ingest.providers.catalog docs/providers.md: render the tables in place
+    import sys
+
+    target = Path(sys.argv[1])
+    target.write_text(with_tables(target.read_text(encoding="utf-8")), encoding="utf-8")

@@ -79,7 +79,8 @@ def lookup(mapping: Mapping[Any, T], word: Any, provider: str, what: str) -> T:
     try:
         return mapping[word]
     except (KeyError, TypeError):
-        raise UnknownProviderStatus(f"{provider}: no mapping for {what} {word!r}") from None
+        raise UnknownProviderStatus(f"{provider}: no mapping for {what} {word!r}", provider=provider,
+                                    word=f"{what}:{word}") from None
 
 
 def minor_units(value: str | int | float, currency: str, what: str) -> int:

@@ -78,7 +78,8 @@ def test_panels_use_the_datasource_variable() -> None:
 
 def test_dashboard_has_the_sections_of_the_issue() -> None:
     rows = [panel["title"] for panel in dashboard()["panels"] if panel["type"] == "row"]
-    assert rows == ["Ingest", "Pipeline", "Providers", "Fetcher", "DLQ and archive"]
+    assert rows == ["Ingest", "Pipeline", "Providers", "Fetcher", "DLQ and archive",
+                    "Provider catalogs and stream invariants"]
 
 
 def test_panels_do_not_overlap() -> None:

@@ -299,7 +299,9 @@ def test_standard_amount_only_and_ignore() -> None:
     (obs,) = receive(standard_event("payment.refunded", refunded_amount=300))
     # A running total of refunds (it may fall when a refund fails): the join reads it as of its time.
     assert (obs.status, dict(obs.refunds), obs.refunded_total) == (None, {}, 300)
+    before = EVENTS_IGNORED.labels("standard", "invoice.sent")._value.get()
     assert receive(standard_event("invoice.sent")) == []
+    assert EVENTS_IGNORED.labels("standard", "invoice.sent")._value.get() == before + 1
 
 
 def test_standard_unmapped_event_type_is_never_guessed() -> None:
