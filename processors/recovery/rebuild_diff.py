@@ -31,6 +31,7 @@ class Snapshot:
     captured_amount: int
     refunded_amount: int
     currency: str | None
+    disputed_amount: int = 0
 
     @classmethod
     def from_event_data(cls, data: Mapping[str, Any]) -> Snapshot:
@@ -40,6 +41,7 @@ class Snapshot:
             captured_amount=int(data.get("captured_amount") or 0),
             refunded_amount=int(data.get("refunded_amount") or 0),
             currency=data.get("currency"),
+            disputed_amount=int(data.get("disputed_amount") or 0),
         )
 
     @classmethod
@@ -47,7 +49,8 @@ class Snapshot:
         """None while the payment has no status yet (only amount-only observations: nothing emitted)."""
         if state.status is None:
             return None
-        return cls(str(state.status), state.amount, state.captured_amount, state.refunded_amount, state.currency)
+        return cls(str(state.status), state.amount, state.captured_amount, state.refunded_amount, state.currency,
+                   state.disputed_amount)
 
 
 @dataclass(frozen=True, slots=True)

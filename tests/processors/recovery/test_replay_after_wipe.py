@@ -237,7 +237,10 @@ async def test_replay_after_the_state_was_wiped_restores_the_final_statuses(
 
     first = await replay(settings, ReplayOptions(progress=False, reverify=True), store=store)
     assert (first.selected, dict(first.reverify_failed)) == (len(envelopes) + 2, {})
-    worker = start_worker(settings, conf, tmp_path, name="after")  # same state dir, now empty
+    # The wipe runbook (docs/operations.md): the re-derivation runs in the next epoch, so its events, numbered
+    # from 1 again, never reuse an id a consumer already applied (issue 18: event ids repeated).
+    rederived = conf.model_copy(update={"epoch": conf.epoch + 1})
+    worker = start_worker(settings, rederived, tmp_path, name="after")  # same state dir, now empty
     try:
         lag = await wait_drained(settings, conf.app_id, watched)
         assert lag == "", f"{lag}\n{worker.log_tail()}"
@@ -261,9 +264,13 @@ async def test_replay_after_the_state_was_wiped_restores_the_final_statuses(
     assert {event["subject"] for event in restored} == PAYMENTS
     # DESIGN §4.3: `source` is the deciding observation's; every one of them came from the replay.
     assert {event["data"]["source"] for event in restored} == {"replay"}
-    for payment in PAYMENTS:  # no gaps (the wiped state knew no sequence: it starts again)
+    for payment in PAYMENTS:  # no gaps (the wiped state knew no sequence: it starts again, in the new epoch)
         sequences = [event["data"]["sequence"] for event in restored if event["subject"] == payment]
         assert sequences == list(range(sequences[0], sequences[0] + len(sequences))), (payment, sequences)
+    assert {event["data"]["epoch"] for event in restored} == {conf.epoch + 1}
+    original_ids = {event["id"] for record, event in zip(records, events_of(records), strict=True)
+                    if record.offset < wiped_at[TopicPartition(record.topic, record.partition)]}
+    assert not original_ids & {event["id"] for event in restored}
     last_restored: dict[str, Snapshot] = {}
     for event in restored:
         last_restored[event["subject"]] = Snapshot.from_event_data(event["data"])
