@@ -42,7 +42,8 @@ PUSH_PROVIDERS: dict[str, PushSpec] = {
     "stripe": PushSpec(verify=stripe.verify, kept_headers=("content-type", "stripe-signature")),
     "adyen": PushSpec(
         verify=adyen.verify,
-        kept_headers=("content-type",),  # the HMAC travels inside each item
+        # A standard item carries its HMAC inside; a {type, data} webhook (tokens) in its HmacSignature header.
+        kept_headers=("content-type", "hmacsignature"),
         success_body=b"[accepted]",
         success_content_type=b"text/plain",
         check_secret=adyen.decode_key,

@@ -12,7 +12,8 @@ What is still checked is what matters: the signature over the exact bytes, with 
 now (after a rotation, the old key must still be listed for old deliveries to pass).
 
 Adyen publishes each verified item on its own (see adyen.verify), so the item is wrapped back into a
-one-item batch before it is verified again.
+one-item batch before it is verified again. An Adyen webhook signed in its ``HmacSignature`` header (a
+Tokenization webhook) was published as received and is verified again as it is, with the kept header.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import orjson
 
 from ingest.delivery import IncomingDelivery, ResolvedAccount, VerificationResult
+from ingest.providers.adyen.tokens import is_type_webhook
 from paystream.config import Settings, resolve_secret
 from paystream.errors import ConfigurationError, RejectedDelivery
 from schemas.envelopes import InboxEnvelope, from_rfc3339
@@ -98,6 +100,8 @@ def _as_received(envelope: InboxEnvelope) -> bytes:
     if envelope.provider != "adyen":
         return envelope.body
     item = orjson.loads(envelope.body)
+    if is_type_webhook(item):
+        return envelope.body  # signed over these exact bytes: a batch around it would break the signature
     batch: dict[str, Any] = {"notificationItems": [{"NotificationRequestItem": item}]}
     live = envelope.object_ids.get("live")
     if live is not None:

@@ -1,7 +1,8 @@
 """Adyen standard notifications: NotificationRequestItems → observations (push only; no pull).
 
 The body is one item as ingest published it: the item itself, ``{"NotificationRequestItem": {...}}``, or a
-whole ``{"notificationItems": [...]}`` batch (each item then gets ``{evidence_id}#{index}``).
+whole ``{"notificationItems": [...]}`` batch (each item then gets ``{evidence_id}#{index}``). A Tokenization
+webhook (``{"type": "recurring.token.…", "data": {...}}``, no items) goes to :mod:`ingest.providers.adyen.tokens`.
 
 What each ``eventCode`` is (mapped or ignored on purpose, and why) is the catalog,
 ``ingest/providers/adyen/catalog.json``; what each ``(eventCode, success)`` pair does is :data:`RULES` here.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ingest.providers.adyen import tokens
 from ingest.providers.catalog import load_catalog
 from ingest.providers.parse_support import Stamp, field_of, iso_time, load_object, lookup, optional_field
 from paystream.errors import ConfigurationError, NormalizationError, UnknownProviderStatus
@@ -128,7 +130,8 @@ REASON_CODE_FIELDS = ("chargebackReasonCode", "nofReasonCode")
 # The stored payment method a payment ran on: the current field first, then the one it replaces.
 AGREEMENT_FIELDS = ("tokenization.storedPaymentMethodId", "recurring.recurringDetailReference")
 
-_mapped = set(CATALOG.names()) - set(CATALOG.names("ignore"))
+# The recurring.token.* entries are webhook types, decided in tokens.STATUSES, not eventCodes.
+_mapped = set(CATALOG.names()) - set(CATALOG.names("ignore")) - tokens.TYPES
 if _mapped != set(RULES):
     raise ConfigurationError(f"adyen: catalog and RULES disagree on {sorted(_mapped ^ set(RULES))}")
 
@@ -166,6 +169,8 @@ def parse(
     if object_kind != "event":
         raise NormalizationError("adyen: only pushed notification items can be read", reason="unexpected_record")
     document = load_object(body, "adyen item")
+    if tokens.is_type_webhook(document):
+        return tokens.parse(document, Stamp(account, source, evidence_id, observed_at))
     if "notificationItems" in document:
         entries = document["notificationItems"]
         if not isinstance(entries, list):
@@ -220,6 +225,9 @@ def _text(value: Any) -> str | None:
 def _item(item: Mapping[str, Any], stamp: Stamp) -> Observation | None:
     what = "adyen item"
     code = field_of(item, "eventCode", str, what)
+    if code in tokens.TYPES:  # a webhook type where an eventCode belongs: no rule reads it
+        raise UnknownProviderStatus(f"adyen: eventCode {code!r} is a webhook type", provider=PROVIDER, word=code,
+                                    reason="unknown_event_type")
     if CATALOG.ignored(code):
         return None
     success = _success(item.get("success"))

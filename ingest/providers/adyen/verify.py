@@ -1,4 +1,4 @@
-"""Adyen standard notification signatures (HMAC per NotificationRequestItem), DESIGN §6.
+"""Adyen webhook signatures: HMAC per NotificationRequestItem (standard), or over the body in a header, DESIGN §6.
 
 Adyen batches items: ``{"live": "false", "notificationItems": [{"NotificationRequestItem": {…}}, …]}``
 and signs each item separately, over eight of its fields joined by ``:`` — pspReference,
@@ -15,12 +15,32 @@ it is parsed only into the batch structure, and nothing in it is trusted until i
 reach ``payments.inbox.v1``, and the batch as received also holds the items that failed. The item
 keeps its ``hmacSignature``, so a published item can be verified again on replay. Its delivery id is
 ``{pspReference}:{eventCode}:{success}``, the identity Adyen keeps when it resends.
+
+**Webhooks signed in the header.** Adyen's other webhooks are one ``{"type": ..., "data": {...}}`` event per
+request, and where they are HMAC-signed the signature is the base64 HMAC-SHA256 of the raw body, with the same
+hex-decoded key, in an ``HmacSignature`` header (Adyen's "Verify HMAC signatures" page,
+https://docs.adyen.com/development-resources/webhooks/secure-webhooks/verify-hmac-signatures; its Python
+library's ``util.is_valid_hmac_payload``, whose published vector our tests use). The Tokenization webhooks
+(``recurring.token.*``, :mod:`ingest.providers.adyen.tokens`) are such events, but their OpenAPI
+(``Adyen/adyen-openapi`` ``json/TokenizationNotification-v1.json``) documents only basic authentication. We
+require the header anyway: basic auth proves nothing about the bytes, and Adyen's own Magento plugin
+(``Model/Webhook/TokenWebhookAcceptor.php``) checks this header on token webhooks. So the merchant
+generates an HMAC key for the token webhook in the Customer Area and lists it among the account's secrets
+(every secret is tried, so the standard webhook's key and this one can share an account).
+
+Such a body is checked on its raw bytes before anything in it is read, published as received (kind
+``event``), and needs its ``HmacSignature`` header kept for a replay's re-verification. Its delivery id is
+``{type}:{eventId}:{storedPaymentMethodId}``; a signed event lacking either id (a type Adyen added, another
+family sent to this endpoint) is still published, with ``{type}:sha256:{digest of the body}``, so that the
+processor sends it to the DLQ with an alert naming the type instead of Adyen retrying it for days.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import orjson
 from pydantic import SecretStr
@@ -33,11 +53,16 @@ from ingest.delivery import (
     VerificationResult,
     VerifiedDelivery,
 )
-from ingest.providers._signing import find_matching_secret, hmac_sha256, key_id, require_secrets
+from ingest.providers._signing import find_matching_secret, hmac_sha256, key_id, require_header, require_secrets
+from ingest.providers.adyen.tokens import OBJECT_TYPE as TOKEN_OBJECT_TYPE
+from ingest.providers.adyen.tokens import TYPES as TOKEN_TYPES
+from ingest.providers.adyen.tokens import is_type_webhook
 from paystream.errors import ConfigurationError, MalformedDelivery, SignatureError
 
 VERIFIER = "adyen-hmac"
+HEADER_VERIFIER = "adyen-hmac-header"
 ITEM_KEY = "NotificationRequestItem"
+SIGNATURE_HEADER = "hmacsignature"  # HmacSignature, lower-cased by the HTTP layer
 
 
 def decode_key(secret: str) -> bytes:
@@ -73,6 +98,11 @@ def sign_item(item: Mapping[str, object], key: bytes) -> str:
     return base64.b64encode(hmac_sha256(key, signing_string(item).encode("utf-8"))).decode("ascii")
 
 
+def sign_body(body: bytes, key: bytes) -> str:
+    """The base64 ``HmacSignature`` header value of a webhook signed over its raw body."""
+    return base64.b64encode(hmac_sha256(key, body)).decode("ascii")
+
+
 def _field_text(value: object) -> str:
     # Missing and null are the empty string. Adyen sends amount.value as a JSON number; its decimal
     # text is what was signed. JSON true/false (never seen from Adyen, which sends "true") as JSON text.
@@ -87,7 +117,10 @@ def _field_text(value: object) -> str:
 
 async def verify(delivery: IncomingDelivery, account: ResolvedAccount) -> VerificationResult:
     secrets = require_secrets(account)
-    live, items = _parse_batch(delivery.body)
+    document = _load_json(delivery.body)
+    if is_type_webhook(document):
+        return VerificationResult(accepted=[_verify_header_signed(delivery, document, secrets)])
+    live, items = _parse_batch(document)
     accepted: list[VerifiedDelivery] = []
     rejected: list[RejectedItem] = []
     for index, item in enumerate(items):
@@ -103,11 +136,14 @@ async def verify(delivery: IncomingDelivery, account: ResolvedAccount) -> Verifi
     return VerificationResult(accepted=accepted, rejected=rejected)
 
 
-def _parse_batch(body: bytes) -> tuple[str | None, list[Mapping[str, object]]]:
+def _load_json(body: bytes) -> Any:
     try:
-        batch = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedDelivery(f"body is not JSON: {exc}", code="malformed_json") from exc
+
+
+def _parse_batch(batch: Any) -> tuple[str | None, list[Mapping[str, object]]]:
     wrappers = batch.get("notificationItems") if isinstance(batch, dict) else None
     if not isinstance(wrappers, list) or not wrappers:
         raise MalformedDelivery("body has no notificationItems list", code="malformed_batch")
@@ -172,3 +208,44 @@ def _item_ids(item: Mapping[str, object], psp_reference: str, event_code: str, l
     if live is not None:
         ids["live"] = live
     return ids
+
+
+def _verify_header_signed(
+    delivery: IncomingDelivery, document: Mapping[str, object], secrets: Sequence[SecretStr]
+) -> VerifiedDelivery:
+    presented = require_header(delivery, SIGNATURE_HEADER).encode("utf-8")
+
+    def expected() -> Iterator[bytes]:
+        for secret in secrets:
+            yield sign_body(delivery.body, decode_key(secret.get_secret_value())).encode("ascii")
+
+    position = find_matching_secret(expected(), [presented])
+    if position is None:
+        raise SignatureError("HmacSignature does not match any configured key", code="bad_signature")
+
+    # Trusted from here on.
+    kind, data, event_id = document.get("type"), document.get("data"), document.get("eventId")
+    if not isinstance(kind, str) or not kind or not isinstance(data, dict) or not isinstance(event_id, str | None):
+        raise MalformedDelivery("signed webhook lacks a type, a data object or a text eventId",
+                                code="malformed_event")
+    token = data.get("storedPaymentMethodId")
+    token = token if isinstance(token, str) and token else None
+    ids = {"event_type": kind}
+    if event_id and token:
+        delivery_id = f"{kind}:{event_id}:{token}"
+    else:
+        delivery_id = f"{kind}:sha256:{hashlib.sha256(delivery.body).hexdigest()}"
+    if event_id:
+        ids["event_id"] = event_id
+    if token and kind in TOKEN_TYPES:
+        ids.update(object_type=TOKEN_OBJECT_TYPE, object_id=token)
+    environment = document.get("environment")
+    if isinstance(environment, str):
+        ids["environment"] = environment
+    return VerifiedDelivery(
+        delivery_id=delivery_id,
+        body=delivery.body,
+        verification=Verification(verifier=HEADER_VERIFIER, key_id=key_id(position)),
+        kind="event",
+        object_ids=ids,
+    )
