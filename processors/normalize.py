@@ -20,8 +20,8 @@ Every failure raises :class:`NormalizationError` (DLQ); nothing is guessed.
 
 from __future__ import annotations
 
-from datetime import datetime
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from ingest.providers.parse_support import field_of, iso_time, load_object, optional_field

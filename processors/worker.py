@@ -32,10 +32,10 @@ from paystream.logs import get_logger
 from paystream.metrics import ENGINE_RESTARTS, MISSED_WEBHOOKS
 from paystream.probes import probe_server
 from processors.freshness import follow_state_topic
+from processors.internal_topics import ensure_internal_topics
 from processors.providers import PUSHING
 from processors.readiness import Readiness
 from processors.settings import ProcessorSettings
-from processors.internal_topics import ensure_internal_topics
 from processors.topology import build_application, internal_topics, transactional_id
 
 log = get_logger(__name__)

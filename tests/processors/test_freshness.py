@@ -9,7 +9,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 from processor_harness import drop_topics, fresh_settings, produce
 
