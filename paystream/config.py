@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -424,7 +424,12 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ConfigurationError:
         raise
-    except Exception as exc:  # pydantic.ValidationError and TOML decode errors
+    except ValidationError as exc:
+        # Where and what, never the input: a secret written inline by mistake must not reach stderr or a log.
+        problems = "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+                             for error in exc.errors(include_input=False, include_url=False))
+        raise ConfigurationError(f"invalid configuration: {problems}") from None
+    except Exception as exc:  # TOML decode errors (they quote no values)
         raise ConfigurationError(f"invalid configuration: {exc}") from exc
     if nested:
         update = {

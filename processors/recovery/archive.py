@@ -9,6 +9,11 @@ committed offset: whoever resumes the partition (this process after a crash, or 
 rebalance) starts its first batch at that same offset, gets the same object key and overwrites it. That
 is what makes "every record exactly once in the archive" hold across crashes.
 
+Before consuming anything the archiver checks its bucket: that it exists, that an upload asked to be
+encrypted is stored encrypted (:mod:`processors.recovery.archive_encryption`: otherwise it refuses to start)
+and how long the bucket keeps the archive (:mod:`processors.recovery.archive_retention`: a warning when
+forever or shorter than configured). ``paystream archive --apply-lifecycle`` writes that retention rule.
+
 When S3 is down, the failing partition is paused (the consumer keeps polling, so it stays in its group),
 its batches stay in memory and are retried with exponential backoff; nothing is committed until they
 are uploaded. On stop, sealed batches get one last upload attempt; whatever fails is simply consumed
@@ -36,8 +41,10 @@ from paystream.kafka import ensure_topics, make_consumer
 from paystream.logs import get_logger
 from paystream.metrics import ARCHIVE_LAG_SECONDS, ARCHIVE_UPLOADS, ARCHIVED_RECORDS
 from paystream.probes import probe_server
+from processors.recovery.archive_encryption import probe_encryption
 from processors.recovery.archive_format import ArchivedRecord, encode_object, hour_of, object_key
-from processors.recovery.archive_store import ArchiveStore
+from processors.recovery.archive_retention import apply_lifecycle, check_retention
+from processors.recovery.archive_store import ArchiveStore, Encryption
 
 log = get_logger(__name__)
 
@@ -223,18 +230,28 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
-async def _wait_for_bucket(store: ArchiveStore, stop: asyncio.Event, policy: FlushPolicy) -> None:
-    """A missing bucket is a configuration error; an unreachable S3 is waited for."""
+def _check_bucket(store: ArchiveStore, retention_days: int) -> Encryption:
+    store.check_bucket()
+    stored = probe_encryption(store)
+    check_retention(store, retention_days)
+    return stored
+
+
+async def _prepare_bucket(
+    store: ArchiveStore, stop: asyncio.Event, policy: FlushPolicy, retention_days: int
+) -> Encryption | None:
+    """A missing bucket, or one that will not store encrypted objects, is a configuration error; an
+    unreachable S3 is waited for. Returns how S3 stores the uploads (None: stopped while waiting)."""
     delay = policy.retry_initial_s
     while not stop.is_set():
         try:
-            await asyncio.to_thread(store.check_bucket)
-            return
+            return await asyncio.to_thread(_check_bucket, store, retention_days)
         except InfrastructureError as exc:
             log.warning("archive_s3_unreachable", error=str(exc), retry_in_s=delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, policy.retry_max_s)
+    return None
 
 
 async def run_archiver(
@@ -247,14 +264,15 @@ async def run_archiver(
     """Archive ``settings.topics.inbox`` and ``fetch_results`` to S3 until ``stop`` is set."""
     policy = policy or FlushPolicy()
     store = store or ArchiveStore(settings.s3)
-    await _wait_for_bucket(store, stop, policy)
-    if stop.is_set():
+    encryption = await _prepare_bucket(store, stop, policy, settings.s3.retention_days)
+    if encryption is None or stop.is_set():
         return
     archiver = _Archiver(settings, store, policy)
     consumer = archiver.consumer
     consumer.subscribe(list(archiver.topics), listener=_Rebalance(archiver))
     await consumer.start()
-    log.info("archiver_started", topics=list(archiver.topics), bucket=store.bucket, prefix=store.prefix)
+    log.info("archiver_started", topics=list(archiver.topics), bucket=store.bucket, prefix=store.prefix,
+             encryption=encryption.describe())
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=policy.poll_timeout_ms)
@@ -269,8 +287,42 @@ async def run_archiver(
         log.info("archiver_stopped")
 
 
+def add_archive_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--apply-lifecycle", action="store_true",
+        help="write the archive's retention rule (PAYSTREAM_S3__RETENTION_DAYS) into the bucket's lifecycle "
+             "configuration, keeping its other rules, and exit (idempotent; needs s3:GetLifecycleConfiguration "
+             "and s3:PutLifecycleConfiguration)",
+    )
+
+
+def apply_lifecycle_command(settings: Settings, store: ArchiveStore | None = None) -> int:
+    """``paystream archive --apply-lifecycle``: one line saying what was done, exit 0."""
+    store = store or ArchiveStore(settings.s3)
+    days = settings.s3.retention_days
+    try:
+        change = apply_lifecycle(store, days)
+    except ConfigurationError as exc:
+        print(f"paystream archive: error: {exc}", file=sys.stderr)
+        return 2
+    except InfrastructureError as exc:
+        print(f"paystream archive: error: {exc}", file=sys.stderr)
+        return 1
+    where = f"s3://{store.bucket}/{change.rule['Filter']['Prefix']}"
+    if not change.changed:
+        print(f"lifecycle rule {change.rule['ID']} already expires {where} after {days} days; nothing changed")
+    else:
+        before = (change.previous or {}).get("Expiration", {}).get("Days")
+        was = f" (was {before} days)" if before else ""
+        print(f"lifecycle rule {change.rule['ID']}: {where} expires after {days} days{was}; "
+              f"{change.kept} other rule(s) kept")
+    return 0
+
+
 def main(settings: Settings, args: argparse.Namespace) -> int:
     """The ``paystream archive`` subcommand: archive until SIGINT / SIGTERM, then flush and stop."""
+    if getattr(args, "apply_lifecycle", False):
+        return apply_lifecycle_command(settings)
 
     async def archive_until_signalled() -> None:
         stop = asyncio.Event()

@@ -12,7 +12,10 @@ Records that are themselves replays are skipped unless ``--include-replays``: th
 same archive, so replaying the copy again would only add noise.
 
 Time ranges are half-open ``[since, until)`` on the Kafka record timestamp (what the archive's hour
-folders use). Exit codes: 0 done, 1 a dependency failed (S3, Kafka), 2 bad arguments or configuration.
+folders use). A dry run also says whether the range reaches past retention: records older than the
+bucket's lifecycle rule (or the inbox topic's retention, replaying from Kafka) are gone
+(:mod:`processors.recovery.archive_retention`). Exit codes: 0 done, 1 a dependency failed (S3, Kafka), 2 bad
+arguments or configuration.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from paystream.errors import ConfigurationError, InfrastructureError, Normalizat
 from paystream.kafka import make_producer
 from paystream.metrics import REPLAYED_RECORDS
 from processors.recovery.archive_format import ArchivedRecord
+from processors.recovery.archive_retention import RetentionNote, archive_retention_note, retention_note
 from processors.recovery.archive_store import ArchiveStore
 from processors.recovery.replay_progress import Progress
 from processors.recovery.replay_reverify import Reverifier, ReverifyFailed
@@ -163,6 +167,7 @@ class ReplaySummary:
     reverify_failed: Counter[str] = field(default_factory=Counter)
     by_provider_kind: Counter[tuple[str, str]] = field(default_factory=Counter)
     elapsed_s: float = 0.0
+    retention: RetentionNote | None = None  # dry runs: what the range lost to retention
 
     @property
     def selected(self) -> int:
@@ -181,6 +186,7 @@ class ReplaySummary:
             ],
             "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
+            "retention": self.retention.to_dict() if self.retention else None,
         }
 
     def render(self) -> str:
@@ -193,6 +199,8 @@ class ReplaySummary:
             f"  skipped: {self.outside_range} outside the time range, {self.filtered} by filter, "
             f"{self.already_replays} already replays, {self.malformed} malformed",
         ]
+        if self.retention is not None:
+            lines.append(f"  {self.retention.render()}")
         if self.reverify_failed:
             failures = ", ".join(f"{n} {reason}" for reason, n in sorted(self.reverify_failed.items()))
             lines.append(f"  failed re-verification (not republished): {failures}")
@@ -277,6 +285,8 @@ async def replay(
     progress: Progress | None = None
     try:
         total = await source.plan()
+        if options.dry_run:
+            summary.retention = await _retention(settings, source, options)
         progress = Progress(stream or sys.stderr, total=total, unit=source.unit, enabled=options.progress)
         if producer is not None:
             await producer.start()
@@ -316,6 +326,18 @@ async def replay(
             await producer.stop()
         await source.close()
     return summary
+
+
+async def _retention(settings: Settings, source: RecordSource, options: ReplayOptions) -> RetentionNote:
+    now = datetime.now(UTC)
+    if isinstance(source, ArchiveSource):
+        return await asyncio.to_thread(
+            archive_retention_note, source.store, options.since, options.until, settings.s3.retention_days, now
+        )
+    retention_ms = settings.topics.inbox_retention_ms
+    days = None if retention_ms < 0 else retention_ms / 86_400_000
+    return retention_note(options.since, options.until, days, f"retention.ms of {settings.topics.inbox} (configured)",
+                          now)
 
 
 def marked(value: bytes, mark: ReplayMark, verification: Mapping[str, Any]) -> bytes:
