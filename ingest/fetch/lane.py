@@ -68,6 +68,11 @@ def classify(status: int) -> FetchOutcome:
     return "client_error"
 
 
+def tries_of(request: FetchRequest) -> int:
+    """How many calls this request has had, the current one included (its retry count plus one)."""
+    return 1 + (request.retry or 0)
+
+
 def fetch_id_for(request: FetchRequest, outcome: FetchOutcome, body: bytes) -> str:
     """Deterministic: the same object state fetched twice gets the same id (the processors dedupe on it),
     a changed state a new one."""
@@ -187,21 +192,31 @@ class ProviderLane:
         CIRCUIT_STATE.labels(self.provider, self.account).set(int(self.circuit.state))
 
     # --- object fetches ----------------------------------------------------------------------------
-    async def execute(self, request: FetchRequest) -> Decision:
+    async def execute(self, request: FetchRequest, on_sent: Callable[[], None] | None = None) -> Decision:
+        """Fetch the request's object; ``on_sent`` runs when the call leaves (past the gate and the circuit)."""
         if self.client is None or not self.client.supports(request.object_type):
             FETCHES.labels(self.provider, "unsupported").inc()
             return Decision(result=self._result(request, "unsupported", None))
         client = self.client
-        called = await self.call(lambda: client.fetch(request.object_type, request.object_id))
+
+        def send() -> Awaitable[ProviderReply]:
+            if on_sent is not None:
+                on_sent()
+            return client.fetch(request.object_type, request.object_id)
+
+        called = await self.call(send)
         now = datetime.now(UTC)
         if called.outcome == "circuit_open":
             # Not an attempt: the request waits (durably, re-published) until the circuit lets a probe out.
             return Decision(retry=self._later(request, now, (called.wait_s or 0.0) + self._jitter(1.0), 0))
-        if called.outcome in RETRYABLE and request.attempt < self.options.max_attempts:
+        # The budget counts this request's tries, not its `attempt`: that is a stale poll's number in its chain,
+        # and counting it gave poll 6 on no retry at all (one 429 then cost a day).
+        tries = tries_of(request)
+        if called.outcome in RETRYABLE and tries < self.options.max_attempts:
             delay = called.wait_s
             if delay is None:
                 delay = full_jitter_delay(
-                    request.attempt,
+                    tries,
                     base_s=self.options.backoff_base_s,
                     cap_s=self.options.backoff_cap_s,
                     uniform=self._uniform,
@@ -213,10 +228,11 @@ class ProviderLane:
         return self._uniform() * spread_s
 
     @staticmethod
-    def _later(request: FetchRequest, now: datetime, delay_s: float, extra_attempts: int) -> FetchRequest:
+    def _later(request: FetchRequest, now: datetime, delay_s: float, extra_tries: int) -> FetchRequest:
+        retry = (request.retry or 0) + extra_tries
         return replace(
             request,
-            attempt=request.attempt + extra_attempts,
+            retry=retry or None,
             not_before=to_rfc3339(now + timedelta(seconds=delay_s)),
         )
 
@@ -247,4 +263,4 @@ class ProviderLane:
         )
 
 
-__all__ = ["CallOutcome", "CircuitState", "Decision", "ProviderLane", "classify"]
+__all__ = ["CallOutcome", "CircuitState", "Decision", "ProviderLane", "classify", "tries_of"]

@@ -3,7 +3,8 @@
 Requests of one partition finish in any order (different not-before times, different providers), so the
 committable offset of a partition is the lowest offset still in progress, or one past the highest seen
 when nothing is: a request is never committed before its result (or its retry) is acknowledged, nor a
-delayed request before the delayed store acknowledged it (ingest/fetch/delayed.py).
+delayed request before the delayed store acknowledged it (ingest/fetch/delayed.py), nor past a hint left
+waiting in the topic (a hold, ingest/fetch/hints.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class _PartitionProgress:
     # offset -> the engine job working on it (None: something else must finish first, e.g. a store write)
     in_progress: dict[int, Job | None] = field(default_factory=dict)
     next_offset: int | None = None  # one past the highest offset seen
+    # name -> the lowest offset something else still has to read again (the commit stays at or below it)
+    holds: dict[str, int] = field(default_factory=dict)
 
 
 class OffsetTracker:
@@ -44,6 +47,15 @@ class OffsetTracker:
         progress.next_offset = max(progress.next_offset or 0, offset + 1)
         return progress
 
+    def hold(self, tp: TopicPartition, name: str, offset: int) -> None:
+        """Keep the commit of ``tp`` at or below ``offset`` (moving the hold called ``name`` if it exists)."""
+        self._seen(tp, offset).holds[name] = offset
+
+    def release(self, tp: TopicPartition, name: str) -> None:
+        progress = self._partitions.get(tp)
+        if progress is not None:
+            progress.holds.pop(name, None)
+
     def done(self, tp: TopicPartition, offset: int) -> None:
         progress = self._partitions.get(tp)
         if progress is not None:
@@ -55,7 +67,7 @@ class OffsetTracker:
         for tp, progress in self._partitions.items():
             if progress.next_offset is None:
                 continue
-            offset = min(progress.in_progress) if progress.in_progress else progress.next_offset
+            offset = min([*progress.in_progress, *progress.holds.values(), progress.next_offset])
             if self._committed.get(tp) != offset:
                 offsets[tp] = offset
         return offsets

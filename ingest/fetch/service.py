@@ -6,9 +6,12 @@ acks=all → only then mark the request's offset done; a commit loop commits, pe
 oldest request still in progress.
 
 A request due later than ``delayed_threshold_s`` takes a detour through the durable delayed store
-(ingest/fetch/delayed.py): its offset is done once the store acknowledged it, so a poll scheduled hours
+(ingest/fetch/delayed.py): its offset is done once the store committed it, so a poll scheduled hours
 ahead neither holds back the commit of the requests behind it nor is lost by a restart. A partition is
 consumed only once its store partition is loaded (it stays paused meanwhile).
+
+Hints are admitted by ingest/fetch/hints.py: coalesced per object, at most ``hints_per_account`` held per
+account, the rest left waiting in the topic (read again later) without pausing anyone else's requests.
 
 Retries are re-published, not retried in place: a provider that fails for an hour then holds no offsets
 back (other providers' progress keeps being committed) and the pending retry survives a restart.
@@ -31,6 +34,7 @@ from ingest.fetch.clients import Lanes, build_lanes
 from ingest.fetch.cursors import CursorStore, cursor_topic_for
 from ingest.fetch.delayed import DelayedStore, due_at
 from ingest.fetch.engine import FetchEngine
+from ingest.fetch.hints import HintDesk
 from ingest.fetch.lane import Decision
 from ingest.fetch.offsets import OffsetTracker
 from ingest.fetch.options import FetchOptions
@@ -90,7 +94,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # Store writes under way are acknowledged first, so their offsets are part of this last commit.
         if self._fetcher.delayed is not None:
             await self._fetcher.delayed.revoke(tp.partition for tp in revoked)
-        await self._fetcher.commit(only=set(revoked))
+        await self._fetcher.commit(only=set(revoked))  # not past a hint left in the topic
+        if self._fetcher.hints is not None:
+            self._fetcher.hints.forget(revoked)
         self._fetcher.tracker.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -118,6 +124,7 @@ class _Fetcher:
         self.lanes: Lanes | None = None
         self.engine: FetchEngine | None = None
         self.delayed: DelayedStore | None = None
+        self.hints: HintDesk | None = None
         self.cursors: CursorStore | None = None
         self.sweeps: list[StripeEventSweep] = []
         self.ready = ready or asyncio.Event()
@@ -140,8 +147,10 @@ class _Fetcher:
         await self.producer.start()
         background: list[asyncio.Task[None]] = []
         try:
-            self.delayed = DelayedStore(self.settings, self.options, self.producer, self.engine)
+            self.delayed = DelayedStore(self.settings, self.options, self.engine)
             await self.delayed.start()
+            self.hints = HintDesk(self.settings, self.options, self.engine, self.tracker)
+            await self.hints.start()
             self.consumer.subscribe([self.settings.topics.fetch_requests], listener=_Rebalance(self))
             await self.consumer.start()
             await self._start_sweeps()
@@ -163,6 +172,8 @@ class _Fetcher:
             await asyncio.gather(*background, return_exceptions=True)
             await self.engine.stop()  # no-op after a graceful stop; frees the workers after a crash
             await self.consumer.stop()
+            if self.hints is not None:
+                await self.hints.close()
             if self.delayed is not None:
                 await self.delayed.close()
             if self.cursors is not None:
@@ -198,7 +209,7 @@ class _Fetcher:
             self.consumer.resume(*((paused & assignment) - hold))
 
     async def _accept(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        assert self.engine is not None and self.delayed is not None
+        assert self.engine is not None and self.delayed is not None and self.hints is not None
         offset = record.offset
         try:
             request = FetchRequest.from_bytes(record.value or b"")
@@ -208,9 +219,11 @@ class _Fetcher:
             self.tracker.add(tp, offset)
             return
         if self.delayed.wants(tp.partition, request):
-            # Done (committable) once the store acknowledged it, long before it is due.
+            # Done (committable) once the store committed it, long before it is due.
             self.tracker.pending(tp, offset)
             await self.delayed.hold(tp.partition, offset, request, partial(self.tracker.done, tp, offset))
+            return
+        if self.hints.admit(tp, offset, request):
             return
         job = self.engine.submit(request)
         job.on_done = partial(self.tracker.done, tp, offset)

@@ -8,7 +8,7 @@ import yaml
 from deploy_files import STRIMZI
 
 from ingest.fetch.options import FetchOptions
-from paystream.config import KafkaSettings, TopicSettings
+from paystream.config import FetchSettings, KafkaSettings, TopicSettings
 from processors.settings import ProcessorSettings
 
 # The fetcher's compacted topics (created by the fetcher, so not in TopicSettings.all_names()).
@@ -115,10 +115,12 @@ def test_processor_reads_its_inputs_and_writes_its_outputs() -> None:
     assert writes == {topics.status, topics.state, topics.fetch_requests, topics.dlq}
 
 
-def test_processor_may_run_transactions_under_its_own_prefix_only() -> None:
+def test_processor_and_fetcher_may_run_transactions_under_their_own_prefixes_only() -> None:
     holders = {user: _grants(acls, "transactionalId") for user, acls in _users().items()}
-    assert {user for user, grants in holders.items() if grants} == {"paystream-processor"}
+    assert {user for user, grants in holders.items() if grants} == {"paystream-processor", "paystream-fetcher"}
     assert holders["paystream-processor"] == {(PROCESSOR_APP_ID, "prefix"): {"Write", "Describe"}}
+    # The delay store's writers: `{fetch group}.{store topic}.{partition}` (ingest/fetch/delayed_writer.py).
+    assert holders["paystream-fetcher"] == {(FetchSettings().group_id, "prefix"): {"Write", "Describe"}}
 
 
 def test_fetcher_owns_the_cursor_topic_and_nobody_else_touches_it() -> None:

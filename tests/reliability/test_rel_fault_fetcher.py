@@ -1,7 +1,8 @@
 """Thin Amazon Pay IPNs under steady load, each needing a fetch: the fetcher SIGKILLed and restarted, and
 the provider answering 429 and 500 in bursts. Nothing lost, the rate limit holds, fetches back off. And
 stale polls scheduled hours ahead in the fetcher's delayed store, through two SIGKILLs: none lost, the due
-ones fetched when due, once each.
+ones fetched when due, once each. And a hint flood, most of it waiting in the requests topic, through a
+SIGKILL: every hinted object fetched, the rate held, the commit at the end.
 
 The provider double (in this process) records every call with its arrival time and answer; the fetcher
 runs in a subprocess (``rel_fetcher_process.py``) so it can be killed.
@@ -299,3 +300,80 @@ async def test_fetcher_sigkilled_while_polls_are_scheduled_hours_ahead_loses_non
     finally:
         for process in processes:
             process.stop()
+
+
+# --- a hint flood through a SIGKILL: hints wait in the topic, none is lost ------------------------------------
+
+HINT_RATE_PER_S, HINT_BURST, HINTS_HELD = 20.0, 5, 10
+
+
+def mollie_hint(object_id: str, n: int, requested_at: str) -> FetchRequest:
+    return FetchRequest(
+        payment_key=f"mollie:main:payment:{object_id}", provider="mollie", account="main", object_type="payment",
+        object_id=object_id, reason="hint", not_before=requested_at, requested_at=requested_at,
+        request_id=f"hint{n}:fetch", evidence_id=f"hint{n}",
+    )
+
+
+async def test_fetcher_sigkilled_during_a_hint_flood_loses_no_hint(
+    base_settings: Settings, kafka_bootstrap: str, provider_double: ProviderDouble,
+    amazon_private_pem: tuple[Path, bytes], tmp_path: Path,
+) -> None:
+    """400 hints for 200 objects (most made up) against an account allowed 20 calls/s, with at most 10 hint
+    fetches held in memory: most of the flood waits in the topic when the fetcher is SIGKILLed. The restarted
+    fetcher reads the held commit's span again: every object is fetched, none more than twice (before and
+    after the kill), the rate holds, and the commit reaches the end of the topic."""
+    from paystream.config import AccountConfig
+
+    settings = await isolated_fetch_settings(base_settings, provider_double, amazon_private_pem[0])
+    key_file = tmp_path / "mollie.key"
+    key_file.write_text("test_reliability")
+    mollie = AccountConfig(api_base_url=f"{provider_double.url}/mollie", api_key=f"file:{key_file}",
+                           fetch_rate_per_s=HINT_RATE_PER_S, fetch_burst=HINT_BURST)
+    settings = settings.model_copy(update={
+        "accounts": {**settings.accounts, "mollie": {"main": mollie}},
+        "fetch": settings.fetch.model_copy(update={"hints_per_account": HINTS_HELD}),
+    })
+    tag = uuid.uuid4().hex[:6]
+    known, made_up = [f"tr_{tag}_k{n}" for n in range(60)], [f"tr_{tag}_x{n}" for n in range(140)]
+    for object_id in known:
+        provider_double.set_object("mollie", "payment", object_id, {"id": object_id, "status": "paid"})
+    stamp = to_rfc3339(datetime.now(UTC))
+    flood = [mollie_hint(object_id, n, stamp) for n, object_id in enumerate((known + made_up) * 2)]
+    processes: list[FetcherProcess] = []
+    try:
+        async with ResultReader(settings) as reader:
+            first = FetcherProcess.start(settings, tmp_path, "first")
+            processes.append(first)
+            await publish_requests(settings, flood)
+
+            async def some_fetched() -> bool:
+                return provider_double.count("mollie") >= 60
+
+            await wait_for(some_fetched, within_s=90, what="60 hint fetches", log=first.log_tail)
+            first.kill()
+            TALLY["faults injected"] += 1
+            fetched_before_kill = provider_double.count("mollie")
+            second = FetcherProcess.start(settings, tmp_path, "second")
+            processes.append(second)
+
+            async def all_fetched() -> bool:
+                return {r.object_id for r in reader.results} >= set(known + made_up)
+
+            await wait_for(all_fetched, within_s=180, what="every hinted object fetched", log=second.log_tail)
+
+            async def all_committed() -> bool:
+                return await committed_total(settings) == len(flood)
+
+            await wait_for(all_committed, within_s=60, what="the whole flood committed", log=second.log_tail)
+    finally:
+        for process in processes:
+            process.stop()
+    calls = Counter(r.path.rsplit("/", 1)[-1] for r in provider_double.requests if r.provider == "mollie")
+    assert set(calls) == set(known + made_up)
+    assert max(calls.values()) <= 2, calls.most_common(3)  # once, or once on each side of the kill
+    busiest = provider_double.max_in_window("mollie", 1.0)
+    assert busiest <= HINT_RATE_PER_S + HINT_BURST + IN_FLIGHT, f"{busiest} calls within one second"
+    print(f"\nhint flood: {len(flood)} hints for {len(calls)} objects; SIGKILL after {fetched_before_kill} calls; "
+          f"{sum(calls.values())} calls in all ({sum(calls.values()) - len(calls)} repeated after the kill)")
+    TALLY["hints kept through SIGKILL"] += len(flood)

@@ -37,9 +37,10 @@ THRESHOLD_S = 1.0  # requests due later than this go to the store (short, so the
 class RunningFetcher:
     """The fetcher of ``paystream fetch`` in this process, with a handle on its delayed store."""
 
-    def __init__(self, settings: Settings, group_id: str) -> None:
+    def __init__(self, settings: Settings, group_id: str, **overrides: object) -> None:
         self.stop = asyncio.Event()
-        self.fetcher = _Fetcher(settings, self.stop, options(group_id=group_id, delayed_threshold_s=THRESHOLD_S))
+        opts = options(group_id=group_id, delayed_threshold_s=THRESHOLD_S, **overrides)
+        self.fetcher = _Fetcher(settings, self.stop, opts)
         self.task = asyncio.create_task(self.fetcher.run())
 
     def held(self) -> dict[str, FetchRequest]:

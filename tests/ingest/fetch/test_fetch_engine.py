@@ -122,7 +122,7 @@ async def test_a_failing_provider_does_not_delay_another(double: ProviderDouble,
     for object_id in stripe_ids:
         running.engine.submit(request("stripe", object_id))
     await eventually(lambda: len(running.ids("stripe")) == 5 and len(running.sink.retries) == 5)
-    assert all(r.provider == "mollie" and r.attempt == 2 for r in running.sink.retries)
+    assert all(r.provider == "mollie" and (r.attempt, r.retry) == (1, 1) for r in running.sink.retries)
     assert all(r.outcome == "ok" for r in running.sink.results)
 
 

@@ -79,3 +79,22 @@ def test_forgetting_a_pending_offset_cancels_nothing_and_drops_it() -> None:
     tracker.forget([TP])
     assert job.cancelled
     assert tracker.committable() == {}
+
+
+def test_a_hold_keeps_the_commit_before_hints_left_in_the_topic_and_moves_with_their_reread() -> None:
+    tracker = OffsetTracker()
+    tracker.hold(TP, "hints:mollie:main", 2)  # offset 2 on: hints left in the topic
+    for offset in range(6):
+        tracker.add(TP, offset)  # everything else read meanwhile is done
+    assert tracker.committable() == {TP: 2}
+    job = _job()
+    tracker.add(TP, 2, job)  # read again: hint 2 is fetched now; the rest still waits from 4 on
+    tracker.hold(TP, "hints:mollie:main", 4)
+    assert tracker.committable() == {TP: 2}
+    tracker.done(TP, 2)
+    assert tracker.committable() == {TP: 4}
+    tracker.release(TP, "hints:mollie:main")  # read through
+    assert tracker.committable() == {TP: 6}
+    tracker.hold(TP, "hints:mollie:main", 7)
+    tracker.forget([TP])  # revoked: the next owner reads from the last commit
+    assert tracker.committable() == {}
