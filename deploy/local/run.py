@@ -3,7 +3,8 @@
 1. starts the local stack (Kafka from Maven Central jars, moto S3) and the archive bucket;
 2. prepares throw-away demo keys (deploy/local/demo_material.py) and starts the local test provider;
 3. runs `paystream run` (ingest, process, fetch, archive + the status stream in the foreground);
-4. starts the demo traffic generator once ingest is ready.
+4. starts the demo traffic generator once ingest is ready, and the toy fulfillment service
+   (deploy/local/fulfillment_example.py, docs/consumers.md) whose decisions appear as `[fulfillment]` lines.
 Ctrl-C stops everything it started (the stack too, unless it was already running).
 """
 
@@ -86,7 +87,7 @@ def main() -> int:
     env = {**moto_credentials, **os.environ, **material.env}
     log_dir = ROOT / ".local" / "run"
     log_dir.mkdir(parents=True, exist_ok=True)
-    provider = pipeline = traffic = None
+    provider = pipeline = traffic = fulfillment = None
     try:
         ensure_bucket(env)
         with (log_dir / "provider.log").open("ab") as log:
@@ -107,13 +108,20 @@ def main() -> int:
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             print("[run] demo traffic started (log: .local/run/demo-traffic.log); Ctrl-C stops everything",
                   flush=True)
+            # Its decisions go to this terminal (`[fulfillment] ...` lines between the status lines); its own
+            # log lines to a file.
+            with (log_dir / "fulfillment.log").open("ab") as log:
+                fulfillment = subprocess.Popen([PYTHON, str(HERE / "fulfillment_example.py")], cwd=ROOT, env=env,
+                                               stderr=log, start_new_session=True)
+            print("[run] fulfillment example started: its decisions are the [fulfillment] lines (orders in "
+                  ".local/fulfillment/orders.sqlite3, log .local/run/fulfillment.log)", flush=True)
         return pipeline.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not skip the clean-up
             signal.signal(signum, signal.SIG_IGN)
-        for process in (traffic, pipeline, provider):
+        for process in (traffic, fulfillment, pipeline, provider):
             stop(process)
         if not was_running:
             subprocess.run([*stack, "stop"], cwd=ROOT, check=False)
