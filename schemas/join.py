@@ -123,10 +123,6 @@ class Retained:
                 self.order_ref, self.agreement_ref, self.authorization_expires_at, self.captures, self.refunds,
                 self.refunded_total, self.disputes, self.risk)
 
-    @property
-    def carries_entries(self) -> bool:
-        return bool(self.captures or self.refunds or self.disputes or self.risk) or self.refunded_total is not None
-
     def order_key(self) -> tuple[datetime, int, str, bytes]:
         return (*self.short_order_key(), orjson.dumps(self.content()))
 
@@ -180,8 +176,8 @@ class Summary:
         """Fold one more group; False when its status word is a stale regression."""
         ledgers = self.ledgers = self.ledgers or Ledgers()
         facts = self.facts = self.facts if self.facts is not None else {}
-        ledgers.add(group.occurred_at, group.captures, group.refunds, group.refunded_total, group.disputes,
-                    group.risk)
+        changed = ledgers.add(group.occurred_at, group.captures, group.refunds, group.refunded_total,
+                              group.disputes, group.risk)
         position, self.position = self.position, self.position + 1
         if group.status is not None:
             # In canonical order no group is older than the one that set the status; one folded after a
@@ -196,7 +192,7 @@ class Summary:
                 self.run_decider, self.run_evidence = Decider.of(group), group.evidence_ids[:MAX_STATE_EVIDENCE]
             else:
                 self.run_evidence = _bounded(self.run_evidence, group.evidence_ids)
-        if group.carries_entries:
+        if changed:  # the newest group that changed a ledger decided the payment's last change of money or risk
             self.change_at, self.change_decider = position, Decider.of(group)
             self.change_evidence = _bounded(self.change_evidence, group.evidence_ids)
         # The payment's amount comes only from status-bearing groups: on an entry-only one it may be the

@@ -70,15 +70,19 @@ class Ledgers:
                        dict(self.in_total), set(self.after_total))
 
     def add(self, at: datetime, captures: tuple[MoneyEntry, ...], refunds: tuple[MoneyEntry, ...],
-            total: int | None, disputes: tuple[DisputeEntry, ...], risk: tuple[RiskEntry, ...]) -> None:
+            total: int | None, disputes: tuple[DisputeEntry, ...], risk: tuple[RiskEntry, ...]) -> bool:
+        """Fold one group's entries in; True when any of them changed what the ledgers hold (the group then
+        decides the payment's last change, not a report that only repeats what is known)."""
+        changed = False
         for entry_id, amount, state in captures:
-            _money(self.captures, entry_id, at, state, amount)
+            changed |= _money(self.captures, entry_id, at, state, amount)
         for entry_id, amount, state in refunds:
             if (self.total is not None and entry_id not in self.refunds and entry_id not in self.in_total
                     and state not in UNDONE):
                 self.after_total.add(entry_id)
-            _money(self.refunds, entry_id, at, state, amount)
+            changed |= _money(self.refunds, entry_id, at, state, amount)
         if total is not None and (self.total is None or at >= self.total[0]):
+            changed |= self.total is None or self.total[1] != total
             self.total = (at, total)
             self.in_total = {entry_id: amount or 0 for entry_id, (_, state, amount) in self.refunds.items()
                              if state not in UNDONE}
@@ -87,11 +91,16 @@ class Ledgers:
             held = self.disputes.get(entry_id)
             if newer(None if held is None else (held[0], held[1]), at, dispute_state):
                 known = amount if amount is not None else (held[2] if held else None)
-                self.disputes[entry_id] = (at, dispute_state, known, reason)
+                entry = (at, dispute_state, known, reason)
+                changed |= held is None or held[1:] != entry[1:]
+                self.disputes[entry_id] = entry
         for entry_id, kind, risk_state, reason in risk:
             signal = self.risk.get(entry_id)
             if newer(None if signal is None else (signal[0], signal[1]), at, risk_state):
-                self.risk[entry_id] = (at, risk_state, kind, reason)
+                entry = (at, risk_state, kind, reason)
+                changed |= signal is None or signal[1:] != entry[1:]
+                self.risk[entry_id] = entry
+        return changed
 
     @property
     def knows_captures(self) -> bool:
@@ -129,16 +138,20 @@ class Ledgers:
 
 
 def _money(held: dict[str, tuple[datetime, MoneyState, int | None]], entry_id: str, at: datetime,
-           state: MoneyState, amount: int | None) -> None:
+           state: MoneyState, amount: int | None) -> bool:
+    """Hold the report if it is the newest of its id; True when that changed the entry's state or amount."""
     current = held.get(entry_id)
     if current is not None and at == current[0] and state == current[1] and amount is not None:
         # Two reports of the same id at the same time in the same state (a running total polled twice):
         # the larger amount, whichever came first.
-        held[entry_id] = (at, state, max(amount, current[2] or 0))
-        return
+        larger = max(amount, current[2] or 0)
+        held[entry_id] = (at, state, larger)
+        return larger != current[2]
     if newer(None if current is None else (current[0], current[1]), at, state):
         known = amount if amount is not None else (current[2] if current else None)
         held[entry_id] = (at, state, known)
+        return current is None or (current[1], current[2]) != (state, known)
+    return False
 
 
 def holds(risk: tuple[RiskEntry, ...]) -> bool:

@@ -79,6 +79,19 @@ def test_a_refund_failing_after_an_embedded_refund_list_moves_the_payment_back_t
     assert path(events) == [("refunded", 1000), ("captured", 0)]
 
 
+def test_the_report_that_changed_the_money_decides_even_when_a_stale_one_sorts_after_it() -> None:
+    # Mollie polls date every payment report by the payment's paidAt: the refund's outcome changes, the time
+    # does not. Whatever the order the two polls sort in, the one that said `failed` decided the move back.
+    for refunded_id, failed_id in (("a_poll", "b_poll"), ("b_poll", "a_poll")):  # either sorts first
+        refunded = obs(P.CAPTURED, refunded_id, occurred=5, captures={"cap": 1000}, refunds={"re_1": 1000},
+                       provider_status="refund:refunded")
+        failed = obs(P.CAPTURED, failed_id, occurred=5, captures={"cap": 1000},
+                     refunds={"re_1": Movement(1000, FAILED)}, provider_status="refund:failed")
+        earlier = obs(P.CAPTURED, "0_push", occurred=0, captures={"cap": 1000})
+        state = fold([earlier, refunded, failed])
+        assert (state.status, state.refunded_amount, state.provider_status) == (P.CAPTURED, 0, "refund:failed")
+
+
 def test_a_reversed_refund_no_longer_counts() -> None:
     _, events = run([obs(P.CAPTURED, "c", captures={"cap": 1000}),
                      obs(None, "r1", occurred=1, refunds={"re_1": 400}),
