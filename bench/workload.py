@@ -227,8 +227,8 @@ def envelopes(deliveries: list[Delivery], settings: Any) -> list[Any]:
 
 def expected_events(inbox: list[Any], settings: Any) -> dict[str, tuple[int, str]]:
     """payment key → (events emitted, final status) by the pure normalize + reconcile, in the given order."""
+    from ingest.providers.parsing import POLLABLE
     from processors.normalize import Normalizer
-    from processors.providers import POLLABLE
     from processors.reconcile import Reconciler
     from processors.scheduling import PollSchedule
 

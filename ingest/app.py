@@ -32,10 +32,11 @@ from ingest.providers import PUSH_PROVIDERS, PushSpec
 from ingest.providers.amazon_pay import sns
 from ingest.providers.amazon_pay.certs import CertificateStore
 from ingest.providers.mollie.verify import HintLimiter
+from ingest.providers.routing import delivery_payment_key
 from ingest.publisher import InboxPublisher
 from ingest.subscriptions import SubscriptionHandler
 from paystream import metrics
-from paystream.config import Settings
+from paystream.config import AccountConfig, Settings
 from paystream.errors import (
     BodyTooLarge,
     BrokerUnavailable,
@@ -255,7 +256,8 @@ class IngestApp:
                 if not admission.allowed:
                     metrics.HINTS_RATE_LIMITED.labels(delivery.provider, delivery.account).inc()
                     raise TooManyHints("too many hints for this account", admission.retry_after_s)
-            publishable.append(self._envelope(delivery, verified, received_at, kept_headers))
+            config = self.accounts.require(delivery.provider, delivery.account).config
+            publishable.append(self._envelope(delivery, verified, received_at, kept_headers, config))
         if publishable:
             await self.publisher.publish(publishable)
             for envelope in publishable:
@@ -267,7 +269,8 @@ class IngestApp:
 
     @staticmethod
     def _envelope(
-        delivery: IncomingDelivery, verified: VerifiedDelivery, received_at: str, kept_headers: dict[str, str]
+        delivery: IncomingDelivery, verified: VerifiedDelivery, received_at: str, kept_headers: dict[str, str],
+        config: AccountConfig,
     ) -> InboxEnvelope:
         assert verified.kind != "control"
         return InboxEnvelope(
@@ -284,6 +287,9 @@ class IngestApp:
                 "ok": verified.verification.ok,
             },
             object_ids=dict(verified.object_ids),
+            # Keyed by its payment: everything about one payment lands in one partition as it is published.
+            payment_key=delivery_payment_key(delivery.provider, delivery.account, verified.kind, verified.body,
+                                             config),
         )
 
     # --- POST /v1/observations ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from paystream.config import Settings, resolve_secret
 from paystream.errors import MalformedDelivery, Unauthorized
 from schemas.envelopes import InboxEnvelope, to_rfc3339
 from schemas.event import load_schema
+from schemas.observation import payment_key
 
 _VERIFIER = "bearer-token"
 
@@ -58,6 +59,7 @@ class ObservationIntake:
             headers={},
             verification={"verifier": _VERIFIER, "key_id": key_id, "ok": True},
             object_ids={"object_type": request["object_type"], "object_id": request["object_id"]},
+            payment_key=payment_key(account.provider, account.name, request["object_type"], request["object_id"]),
         )
 
     def _parse(self, body: bytes) -> dict[str, Any]:

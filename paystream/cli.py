@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "ingest": ("receive signed provider pushes over HTTP and publish them to the inbox topic",
                "ingest.server:add_arguments", "ingest.server:main"),
     "process": ("normalize, dedupe and reconcile observations into payments.status.v1 (Quix Streams worker)",
-                None, "processors.worker:main"),
+                "processors.worker:add_arguments", "processors.worker:main"),
     "fetch": ("fetch provider state for thin pushes, hints, sweeps and stale payments",
               None, "ingest.fetch.service:main"),
     "archive": ("archive raw deliveries and fetch results to S3 as encrypted gzip JSON lines",

@@ -24,11 +24,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from ingest.providers import parsing as providers
 from ingest.providers.parse_support import field_of, iso_time, load_object, optional_field
 from paystream.config import AccountConfig, Settings
 from paystream.errors import NormalizationError
 from paystream.metrics import OBSERVATIONS, child
-from processors import providers
 from processors.payment_inputs import FetchInput, ObservationInput, PaymentInput, PolledInput
 from schemas.envelopes import FetchReason, FetchRequest, FetchResult, InboxEnvelope, from_rfc3339, to_rfc3339
 from schemas.observation import Observation, payment_key

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from ingest.providers.parsing import AGREEMENT_OBJECT_TYPES, PUSHING
 from paystream.metrics import (
     ABSORBED,
     DISAGREEMENTS,
@@ -30,7 +31,6 @@ from paystream.metrics import (
 )
 from processors.payment_inputs import FetchInput, ObservationInput, PaymentInput, PolledInput
 from processors.payment_record import PaymentRecord, Quarantine, is_duplicate, remember
-from processors.providers import AGREEMENT_OBJECT_TYPES, PUSHING
 from processors.scheduling import Horizons, PollChain, PollSchedule, next_poll, poll_request
 from schemas.envelopes import FetchRequest
 from schemas.event import serialize_event

@@ -1,29 +1,34 @@
-"""The Quix Streams application of ``paystream process``: two stages joined by one internal topic.
+"""The Quix Streams application of ``paystream process``: one stateful stage over its three inputs.
 
 ::
 
-    payments.inbox.v1 ─────────► intake ─┐                                    ┌─► payments.status.v1
-                                         ├─► {app_id}-payment-inputs ─► reconcile ├─► payments.state.v1
-    payments.fetch.results.v1 ─► intake ─┘   (keyed by payment key)     (state) ├─► payments.fetch.requests.v1
-                                                                                └─► payments.dlq.v1
+    payments.inbox.v1 ──────────────┐                     ┌─► payments.status.v1
+    payments.fetch.results.v1 ──────┼─► process (state) ──┼─► payments.state.v1
+    {app_id}-payment-inputs ────────┘   per payment key   ├─► payments.fetch.requests.v1
+      (redirects)            ▲                             ├─► payments.dlq.v1
+                             └─────────────────────────────┘ (an input about another payment)
 
-* **intake** (stateless) reads a delivery or a fetch result, normalizes it with the provider parsers
-  (:mod:`processors.normalize`) and writes one input per payment it concerns to the internal topic, keyed by
-  payment key: that is the repartition that brings everything about one payment to one task, in order.
-* **reconcile** (stateful, per payment key) applies each input to the payment's record
-  (:mod:`processors.reconcile`): dedupe, the pure join, the stale-poll chain. It emits the status event, the
-  payment's current-state document (:mod:`processors.state_doc`) when it changed, and fetch requests. A record
-  that would pass ``max_record_bytes`` is not written: the payment is quarantined (its inputs copied to the DLQ)
-  and the partition goes on.
+Everything about one payment lands in one partition as it is published: ingest keys each delivery and the
+fetcher each result by the payment it is about (:mod:`ingest.providers.routing`). So the processor is **one
+stateful stage with one store** (the three topics concatenated, co-partitioned by payment key), and one
+exactly-once checkpoint lies between a delivery and its status event. Per record, :meth:`Stages.process`
+normalizes it with the provider parsers (:mod:`processors.normalize`), applies its inputs about the record's
+payment to the payment's record (:mod:`processors.reconcile`: the pure join, the stale-poll chain), read and
+written once, and emits the status events, the payment's current-state document (:mod:`processors.state_doc`)
+when it changed, and fetch requests. The rare input about another payment (the other payments of a Mollie
+order, a Refund filed under its Charge, a record published before the routing) is **redirected** to the
+internal topic ``{app_id}-payment-inputs`` keyed by that payment, in the same transaction, and applied when it
+comes back round. A record that would pass ``max_record_bytes`` is not written: the payment is quarantined (its
+inputs copied to the DLQ) and the partition goes on.
 
-Every stage routes what it produces with :class:`Output` (topic, key, value, headers): one ``to_topic`` per
-stage picks the topic from the output. A record a stage cannot handle goes to the DLQ unchanged with the
-error headers of :mod:`paystream.dlq`; nothing raises out of a stage but an engine failure.
+Every output is an :class:`Output` (topic, key, value, headers): one ``to_topic`` picks the topic from the
+output. A record the stage cannot handle goes to the DLQ unchanged with the error headers of
+:mod:`paystream.dlq`; nothing raises out of the stage but an engine failure.
 
-Exactly-once (the default): each checkpoint — the outputs of both stages, the state changelog and the input
-offsets — is one Kafka transaction, so a ``read_committed`` consumer sees every event exactly once across
-crashes and rebalances. At-least-once (a setting) may repeat events after a crash; they repeat with the same
-deterministic id and sequence.
+Exactly-once (the default): each checkpoint — the outputs, the state changelog and the input offsets — is one
+Kafka transaction, so a ``read_committed`` consumer sees every event exactly once across crashes and
+rebalances. At-least-once (a setting) may repeat events after a crash; they repeat with the same deterministic
+id and sequence.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from quixstreams.models import TopicConfig
 from quixstreams.models.serializers import SerializationContext, Serializer
 from quixstreams.state import State
 
+from ingest.providers.parsing import POLLED_OBJECT_TYPES
 from paystream.config import PROVIDERS, Settings
 from paystream.dlq import dlq_headers, reason_of
 from paystream.errors import PaymentQuarantined, UnknownProviderStatus
@@ -51,9 +57,8 @@ from processors.kafka_client import connection_config
 from processors.normalize import Normalizer, Unparseable
 from processors.payment_inputs import PaymentInput
 from processors.payment_record import PaymentRecord, RecordCodec
-from processors.providers import POLLED_OBJECT_TYPES
 from processors.readiness import STATS_INTERVAL_MS, Readiness
-from processors.reconcile import Reconciled, Reconciler
+from processors.reconcile import Reconciler
 from processors.scheduling import Horizons, PollSchedule
 from processors.settings import ProcessorSettings
 from processors.state_doc import CONTENT_TYPE as STATE_CONTENT_TYPE
@@ -99,7 +104,8 @@ def _utcnow() -> datetime:
 
 
 class Stages:
-    """The functions the two stages run per record; plain methods, testable without Kafka."""
+    """What the stage does per record; plain methods, testable without Kafka (``message_context()`` gives the
+    record's topic, partition and offset)."""
 
     def __init__(self, settings: Settings, conf: ProcessorSettings, topics: TopicNames,
                  clock: Callable[[], datetime] = _utcnow) -> None:
@@ -113,61 +119,80 @@ class Stages:
         self.max_record_bytes = conf.max_record_bytes
         self.codec = RecordCodec()
 
-    def inbox(self, value: bytes, key: bytes | None, _timestamp: int, headers: Any) -> list[Output]:
+    def process(self, value: bytes, key: bytes | None, _timestamp: int, headers: Any,
+                state: State[str, bytes]) -> list[Output]:
+        """One record of any input topic: its inputs about this record's payment are applied here, the rare
+        ones about another payment are redirected to it (the redirect topic, keyed by that payment)."""
         now = self.clock()
+        outputs: list[Output] = []
+        topic = message_context().topic
         try:
-            inputs = self.normalizer.inbox(InboxEnvelope.from_bytes(value), now)
+            if topic == self.topics.inbox:
+                inputs = self.normalizer.inbox(InboxEnvelope.from_bytes(value), now)
+            elif topic == self.topics.fetch_results:
+                found = self.normalizer.fetch_result(FetchResult.from_bytes(value))
+                if isinstance(found, Unparseable):  # the body to the DLQ; the poll still moves its chain on
+                    outputs.append(self._dead_letter(value, key, headers, found.error, now))
+                    found = [found.polled]
+                inputs = found
+            else:
+                inputs = [payment_inputs.decode(value)]
         except Exception as exc:  # anything but an engine failure: the record goes to the DLQ
             return [self._dead_letter(value, key, headers, exc, now)]
-        return [Output(self.topics.inputs, item.payment_key.encode(), payment_inputs.encode(item))
-                for item in inputs]
+        here: list[PaymentInput] = []
+        for item in inputs:
+            target = item.payment_key.encode()
+            if target == key:
+                here.append(item)
+            else:
+                outputs.append(Output(self.topics.inputs, target, payment_inputs.encode(item)))
+        if here:
+            assert key is not None
+            outputs += self._apply(key, here, value, headers, state, now)
+        return outputs
 
-    def fetch_result(self, value: bytes, key: bytes | None, _timestamp: int, headers: Any) -> list[Output]:
-        now = self.clock()
+    def _apply(self, key: bytes, inputs: list[PaymentInput], value: bytes, headers: Any,
+               state: State[str, bytes], now: datetime) -> list[Output]:
+        """Apply a record's inputs to its payment's record, read and written once."""
         try:
-            inputs = self.normalizer.fetch_result(FetchResult.from_bytes(value))
+            stored = self.codec.decode(key, state.get_bytes(RECORD))
         except Exception as exc:
             return [self._dead_letter(value, key, headers, exc, now)]
-        if isinstance(inputs, Unparseable):  # the body to the DLQ; the poll still moves its chain on
-            polled = inputs.polled
-            return [self._dead_letter(value, key, headers, inputs.error, now),
-                    Output(self.topics.inputs, polled.payment_key.encode(), payment_inputs.encode(polled))]
-        return [Output(self.topics.inputs, item.payment_key.encode(), payment_inputs.encode(item))
-                for item in inputs]
-
-    def reconcile(self, value: bytes, key: bytes, _timestamp: int, headers: Any,
-                  state: State[str, bytes]) -> list[Output]:
-        now = self.clock()
-        try:
-            item = payment_inputs.decode(value)
-            record = self.codec.decode(key, state.get_bytes(RECORD))
-            result = self.reconciler(record, item, now)
-        except Exception as exc:
-            return [self._dead_letter(value, key, headers, exc, now)]
+        record, changed = stored, False
         outputs: list[Output] = []
-        if result.quarantined:
-            return [self._dead_letter(value, key, headers, PaymentQuarantined(key.decode(errors="replace")), now)]
-        if result.changed:
-            raw = self.codec.encode(key, result.record)
+        requests: list[Output] = []
+        for item in inputs:
+            try:
+                result = self.reconciler(record, item, now)
+            except Exception as exc:  # this input goes to the DLQ (with its record); the others still apply
+                outputs.append(self._dead_letter(value, key, headers, exc, now))
+                continue
+            if result.quarantined:
+                error = PaymentQuarantined(f"{key.decode(errors='replace')}: quarantined")
+                return [self._dead_letter(value, key, headers, error, now)]
+            record, changed = result.record, changed or result.changed
+            if result.event_bytes is not None:
+                outputs.append(Output(self.topics.status, key, result.event_bytes, [_CONTENT_TYPE]))
+            requests += [Output(self.topics.fetch_requests, request.key, request.to_bytes())
+                         for request in result.fetch_requests]
+        if changed and record is not None:
+            raw = self.codec.encode(key, record)
             RECORD_BYTES.observe(len(raw))
             if len(raw) > self.max_record_bytes:
-                return self._quarantine(record, result, item, value, key, headers, len(raw), state, now)
+                return self._quarantine(stored, value, key, headers, len(raw), state, now)
             state.set_bytes(RECORD, raw)
-        if result.event_bytes is not None:
-            outputs.append(Output(self.topics.status, key, result.event_bytes, [_CONTENT_TYPE]))
-        if result.changed and signature(record) != signature(result.record):
-            outputs.append(self._state_document(key, result.record, now))
-        outputs += [Output(self.topics.fetch_requests, request.key, request.to_bytes())
-                    for request in result.fetch_requests]
-        return outputs
+            if signature(stored) != signature(record):
+                outputs.append(self._state_document(key, record, now))
+        return outputs + requests
 
     def _state_document(self, key: bytes, record: PaymentRecord, now: datetime) -> Output:
         return Output(self.topics.state, key, document(key.decode(), record, self.schedule, now), [_JSON])
 
-    def _quarantine(self, stored: PaymentRecord | None, result: Reconciled, item: PaymentInput, value: bytes,
-                    key: bytes, headers: Any, size: int, state: State[str, bytes], now: datetime) -> list[Output]:
+    def _quarantine(self, stored: PaymentRecord | None, value: bytes, key: bytes, headers: Any, size: int,
+                    state: State[str, bytes], now: datetime) -> list[Output]:
         """The record would pass the hard cap: keep the last stored one, flagged, and copy the input to the DLQ
-        (a person decides); the partition and the worker go on."""
+        (a person decides); nothing derived from the record that was not kept is emitted; the partition and the
+        worker go on."""
         base = stored or PaymentRecord(first_seen=now.timestamp(), state=None)
         flagged = self.reconciler.quarantine(base, "record_size_cap", size, now)
         state.set_bytes(RECORD, self.codec.encode(key, flagged))
@@ -197,11 +222,15 @@ def transactional_id(conf: ProcessorSettings) -> str:
     return f"{conf.app_id}-{conf.worker_id or socket.gethostname()}"
 
 
+def stream_id(settings: Settings, conf: ProcessorSettings) -> str:
+    """Quix Streams' documented stream id of concatenated topics: their names, sorted, joined by ``--``."""
+    return "--".join(sorted({settings.topics.inbox, settings.topics.fetch_results, conf.inputs_topic()}))
+
+
 def internal_topics(settings: Settings, conf: ProcessorSettings) -> list[tuple[str, dict[str, str]]]:
     """The processor's internal topics with their own configuration (:mod:`processors.internal_topics`)."""
-    inputs = conf.inputs_topic()
-    return [(inputs, {"retention.ms": str(settings.topics.inbox_retention_ms)}),
-            (changelog_topic(conf.app_id, inputs), {"cleanup.policy": "compact"})]
+    return [(conf.inputs_topic(), {"retention.ms": str(settings.topics.inbox_retention_ms)}),
+            (changelog_topic(conf.app_id, stream_id(settings, conf)), {"cleanup.policy": "compact"})]
 
 
 def topic_names(settings: Settings, conf: ProcessorSettings) -> TopicNames:
@@ -279,7 +308,9 @@ def build_application(settings: Settings, conf: ProcessorSettings, readiness: Re
         sdf = sdf.set_headers(lambda value, _key, _timestamp, _headers: value.headers)
         sdf.to_topic(lambda value, _key, _timestamp, _headers: topics[value.topic], key=lambda value: value.key)
 
-    route(app.dataframe(topics[names.inbox]).apply(stages.inbox, metadata=True, expand=True))
-    route(app.dataframe(topics[names.fetch_results]).apply(stages.fetch_result, metadata=True, expand=True))
-    route(app.dataframe(topics[names.inputs]).apply(stages.reconcile, stateful=True, metadata=True, expand=True))
+    # One stateful stage over the three inputs, with one store: deliveries and fetch results arrive keyed by
+    # their payment (ingest.providers.routing), redirected inputs keyed by theirs.
+    merged = (app.dataframe(topics[names.inbox]).concat(app.dataframe(topics[names.fetch_results]))
+              .concat(app.dataframe(topics[names.inputs])))
+    route(merged.apply(stages.process, stateful=True, metadata=True, expand=True))
     return app

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from ingest.providers.parsing import PUSHING
 from paystream.config import Settings
 from paystream.errors import InfrastructureError
 from paystream.kafka import ensure_topics
@@ -32,11 +33,10 @@ from paystream.logs import get_logger
 from paystream.metrics import ENGINE_RESTARTS, MISSED_WEBHOOKS
 from paystream.probes import probe_server
 from processors.freshness import follow_state_topic
-from processors.internal_topics import ensure_internal_topics
-from processors.providers import PUSHING
+from processors.internal_topics import changelog_topic, ensure_internal_topics, migrate_store, refuse_unmigrated
 from processors.readiness import Readiness
 from processors.settings import ProcessorSettings
-from processors.topology import build_application, internal_topics, transactional_id
+from processors.topology import build_application, internal_topics, stream_id, transactional_id
 
 log = get_logger(__name__)
 
@@ -171,6 +171,7 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
         # The processor reads and writes the public topics: make sure they exist before subscribing; its
         # internal topics get their size limits before the engine would create them without.
         asyncio.run(ensure_topics_until_created(settings))
+        refuse_unmigrated(settings, conf, changelog_topic(conf.app_id, stream_id(settings, conf)))
         ensure_internal_topics(settings, conf, inputs=internal_topics(settings, conf))
         # A labelled counter's series exists from its first increment on, which increase() cannot see:
         # create the alerted ones at zero so their first step counts.
@@ -196,7 +197,18 @@ def run_processor(settings: Settings, processor: ProcessorSettings | None = None
         operations.stop()
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--migrate-store", action="store_true",
+        help="copy the state of the two-stage processor (its changelog) into the single stage's store, once, with "
+             "every worker stopped, then exit (docs/operations.md, 'Upgrading to the single-stage processor')")
+
+
 def main(settings: Settings, args: argparse.Namespace) -> int:
     """The ``paystream process`` subcommand."""
-    run_processor(settings, settings.processor)
+    conf = settings.processor
+    if getattr(args, "migrate_store", False):
+        migrate_store(settings, conf, changelog_topic(conf.app_id, stream_id(settings, conf)))
+        return 0
+    run_processor(settings, conf)
     return 0

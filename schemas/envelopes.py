@@ -71,7 +71,9 @@ class ReplayMark:
 
 @dataclass(frozen=True, slots=True)
 class InboxEnvelope:
-    """A verified raw delivery (value of ``payments.inbox.v1``); key ``provider:account:delivery_id``."""
+    """A verified raw delivery (value of ``payments.inbox.v1``), keyed by the payment it is about
+    (:func:`ingest.providers.routing.delivery_payment_key`), or ``provider:account:delivery_id`` when it names
+    none."""
 
     provider: str
     account: str
@@ -83,10 +85,14 @@ class InboxEnvelope:
     verification: Mapping[str, Any] = field(default_factory=dict)  # {"verifier", "key_id", "ok"}
     object_ids: Mapping[str, str] = field(default_factory=dict)
     replay: ReplayMark | None = None
+    # The payment the delivery is about, as ingest routed it: the record's key.
+    payment_key: str | None = None
     v: int = 1
 
     @property
     def key(self) -> bytes:
+        if self.payment_key is not None:
+            return self.payment_key.encode()
         return f"{self.provider}:{self.account}:{self.delivery_id}".encode()
 
     def to_bytes(self) -> bytes:

@@ -97,9 +97,8 @@ class Ledgers:
         for entry_id, kind, risk_state, reason in risk:
             signal = self.risk.get(entry_id)
             if newer(None if signal is None else (signal[0], signal[1]), at, risk_state):
-                entry = (at, risk_state, kind, reason)
-                changed |= signal is None or signal[1:] != entry[1:]
-                self.risk[entry_id] = entry
+                changed |= signal is None or signal[1:] != (risk_state, kind, reason)
+                self.risk[entry_id] = (at, risk_state, kind, reason)
         return changed
 
     @property

@@ -29,7 +29,9 @@ alert that names it). A catalog that fails to load stops the process at start-up
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -41,6 +43,25 @@ from paystream.metrics import EVENTS_IGNORED
 Outcome = Literal["status", "capture", "refund", "dispute", "agreement", "risk", "fetch", "ignore"]
 OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
 PROVIDERS_DIR = Path(__file__).parent
+# False while a caller only asks what a record is about (the routing of a record to its payment): the entries
+# ignored are counted once, where the record is processed.
+_COUNTING: ContextVar[bool] = ContextVar("catalog_counting", default=True)
+
+
+def count_ignored(provider: str, name: str) -> None:
+    """Count one record ignored on purpose (``paystream_events_ignored_total``), unless :func:`silent`."""
+    if _COUNTING.get():
+        EVENTS_IGNORED.labels(provider, name).inc()
+
+
+@contextmanager
+def silent() -> Iterator[None]:
+    """Parse without counting ignored entries."""
+    token = _COUNTING.set(False)
+    try:
+        yield
+    finally:
+        _COUNTING.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +90,7 @@ class Catalog:
         """True (and counted) when the catalog ignores ``name`` on purpose; raises for an unknown name."""
         if self.entry(name).outcome != "ignore":
             return False
-        EVENTS_IGNORED.labels(self.provider, name).inc()
+        count_ignored(self.provider, name)
         return True
 
     def names(self, *outcomes: Outcome) -> list[str]:

@@ -30,10 +30,10 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from ingest.delivery import IncomingDelivery, ResolvedAccount, VerifiedDelivery
 from ingest.providers import PUSH_PROVIDERS
+from ingest.providers import parsing as providers
 from ingest.providers.amazon_pay import sns
 from ingest.providers.amazon_pay.certs import CertificateStore
 from paystream.config import AccountConfig, resolve_secret
-from processors import providers
 from schemas.event import load_schema
 from schemas.join import fold
 from schemas.observation import Observation

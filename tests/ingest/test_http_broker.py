@@ -40,7 +40,9 @@ async def test_stripe_delivery_lands_on_the_inbox_with_its_exact_bytes(
     assert reply.status == 200
     assert reply.json() == {"status": "accepted"}
     [(key, envelope)] = await read_inbox(ingest.settings)
-    assert key == f"stripe:{ACCOUNT}:{event_id}".encode()
+    # Keyed by the payment it is about (ingest.providers.routing): one partition holds the payment's history.
+    intent_id = orjson.loads(body)["data"]["object"]["id"]
+    assert key == envelope.payment_key.encode() == f"stripe:{ACCOUNT}:payment_intent:{intent_id}".encode()
     assert envelope.body == body
     assert (envelope.provider, envelope.account, envelope.delivery_id, envelope.kind) == (
         "stripe", ACCOUNT, event_id, "event")
@@ -76,7 +78,7 @@ async def test_adyen_batch_with_one_bad_item_answers_accepted_and_publishes_only
     assert reply.status == 200
     assert reply.body == b"[accepted]"
     [(key, envelope)] = await read_inbox(ingest.settings)
-    assert key == f"adyen:{ACCOUNT}:{good['pspReference']}:AUTHORISATION:true".encode()
+    assert key == f"adyen:{ACCOUNT}:payment:{good['pspReference']}".encode()
     assert orjson.loads(envelope.body) == good
     assert envelope.verification["verifier"] == "adyen-hmac"
     assert counter_value("paystream_ingest_rejections_total", provider="adyen", reason="bad_signature") == (
@@ -111,7 +113,7 @@ async def test_observation_is_published_as_a_sync_record(ingest: RunningIngest, 
     assert reply.status == 202
     assert reply.json() == {"status": "accepted", "delivery_id": f"sync:{request['request_id']}"}
     [(key, envelope)] = await read_inbox(ingest.settings)
-    assert key == f"stripe:{ACCOUNT}:sync:{request['request_id']}".encode()
+    assert key == f"stripe:{ACCOUNT}:payment_intent:{request['object_id']}".encode()
     assert envelope.kind == "sync"
     assert envelope.body == body
     assert envelope.verification == {"verifier": "bearer-token", "key_id": "token[0]", "ok": True}
@@ -160,10 +162,8 @@ async def test_nothing_rejected_reaches_the_inbox(ingest: RunningIngest, deliver
 
     assert all(400 <= status < 500 for status in statuses.values()), statuses
     inbox = await read_inbox(ingest.settings)
-    assert sorted(key for key, _ in inbox) == sorted([
-        f"stripe:{ACCOUNT}:{orjson.loads(accepted_body)['id']}".encode(),
-        f"stripe:{ACCOUNT}:sync:{orjson.loads(observation)['request_id']}".encode(),
-    ])
+    assert sorted(envelope.delivery_id for _, envelope in inbox) == sorted([
+        orjson.loads(accepted_body)["id"], f"sync:{orjson.loads(observation)['request_id']}"])
 
 
 async def test_accepted_delivery_leaves_no_rejection_trail(ingest: RunningIngest, deliveries: Deliveries) -> None:

@@ -103,13 +103,14 @@ async def test_sns_notifications_land_on_the_inbox_as_thin_deliveries_with_one_c
 
     assert [reply.status for reply in replies] == [200, 200]
     assert sns_host.requests == [f"/{CERT_NAME}"]  # fetched over HTTPS once, then cached
-    inbox = dict(await read_inbox(running.settings))
+    inbox = {envelope.delivery_id: (key, envelope) for key, envelope in await read_inbox(running.settings)}
     message_id = orjson.loads(first)["MessageId"]
-    envelope = inbox[f"amazon_pay:{SNS_ACCOUNT}:{message_id}".encode()]
+    key, envelope = inbox[message_id]
+    inner = orjson.loads(orjson.loads(first)["Message"])
+    assert key == f"amazon_pay:{SNS_ACCOUNT}:charge:{inner['ObjectId']}".encode()  # keyed by the Charge it names
     assert envelope.body == first
     assert envelope.kind == "thin"
     assert envelope.verification == {"verifier": "sns-sha256", "key_id": CERT_URL, "ok": True}
-    inner = orjson.loads(orjson.loads(first)["Message"])
     assert envelope.object_ids["object_type"] == "charge"
     assert envelope.object_ids["object_id"] == inner["ObjectId"]
     assert len(inbox) == 2

@@ -21,7 +21,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
+from confluent_kafka import KafkaException
 
+from ingest.providers.routing import delivery_payment_key
 from paystream.config import Settings
 from paystream.kafka import ensure_topics, make_consumer, make_producer
 from processors.settings import ProcessorSettings
@@ -137,8 +139,10 @@ def delivery_id_in(partition: int, partitions: int, provider: str, account: str,
 
 
 def envelope(provider: str, account: str, delivery_id: str, body: bytes, kind: str = "event") -> InboxEnvelope:
+    """As ingest publishes it: keyed by the payment it is about (ingest.providers.routing)."""
     return InboxEnvelope(provider=provider, account=account, delivery_id=delivery_id, kind=kind,  # type: ignore[arg-type]
-                         received_at=to_rfc3339(datetime.now(UTC)), body=body)
+                         received_at=to_rfc3339(datetime.now(UTC)), body=body,
+                         payment_key=delivery_payment_key(provider, account, kind, body, None))  # type: ignore[arg-type]
 
 
 async def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
@@ -173,7 +177,11 @@ async def wait_member(settings: Settings, group: str, client_id: str | None = No
     deadline = time.monotonic() + timeout_s
     members: dict[str, dict[str, set[int]]] = {}
     while time.monotonic() < deadline:
-        members = await asyncio.to_thread(group_assignment, settings, group)
+        try:
+            members = await asyncio.to_thread(group_assignment, settings, group)
+        except (TimeoutError, KafkaException):  # a broker busy with a worker's start-up: ask again
+            await asyncio.sleep(0.3)
+            continue
         if any(held and (client_id is None or member.startswith(client_id)) for member, held in members.items()):
             return members
         await asyncio.sleep(0.3)

@@ -20,6 +20,7 @@ from unittest import mock
 import orjson
 import pytest
 
+from ingest.providers.routing import delivery_payment_key
 from paystream.config import Settings
 from paystream.dlq import (
     ERROR_CLASS,
@@ -31,7 +32,7 @@ from paystream.dlq import (
     SOURCE_TOPIC,
 )
 from processors import payment_inputs
-from processors.payment_inputs import FetchInput, ObservationInput, PolledInput
+from processors.payment_inputs import FetchInput, ObservationInput
 from processors.payment_record import PaymentRecord
 from processors.settings import ProcessorSettings
 from processors.topology import RECORD, Output, Stages, TopicNames
@@ -69,26 +70,32 @@ class Clock:
 
 @dataclass
 class FakeEngine:
-    """Both stages chained, per payment key a FakeState, every output kept by topic."""
+    """The stage as the engine runs it: each record under its key's FakeState, redirected inputs fed back, every
+    output kept by topic. ``message_context()`` tells the stage the record's topic."""
 
     stages: Stages
     states: dict[bytes, FakeState] = field(default_factory=dict)
     out: dict[str, list[Output]] = field(default_factory=dict)
+    offsets: itertools.count[int] = field(default_factory=itertools.count)
 
-    def inbox(self, envelope: InboxEnvelope) -> None:
-        self._route(self.stages.inbox(envelope.to_bytes(), envelope.key, 0, []))
+    def inbox(self, envelope: InboxEnvelope, key: bytes | None = None) -> None:
+        self.record(NAMES.inbox, envelope.key if key is None else key, envelope.to_bytes())
 
     def fetch_result(self, result: FetchResult) -> None:
-        self._route(self.stages.fetch_result(result.to_bytes(), result.key, 0, []))
+        self.record(NAMES.fetch_results, result.key, result.to_bytes())
 
-    def _route(self, outputs: list[Output]) -> None:
+    def record(self, topic: str, key: bytes, value: bytes) -> list[Output]:
+        where = SimpleNamespace(topic=topic, partition=0, offset=next(self.offsets))
+        state = self.states.setdefault(key, FakeState())
+        with mock.patch("processors.topology.message_context", lambda: where):
+            outputs = self.stages.process(value, key, 0, [], state)  # type: ignore[arg-type]
         for output in outputs:
             self.out.setdefault(output.topic, []).append(output)
-            if output.topic == NAMES.inputs:
+        for output in outputs:
+            if output.topic == NAMES.inputs:  # a redirect: it comes back round keyed by its payment
                 assert output.key is not None
-                state = self.states.setdefault(output.key, FakeState())
-                for produced in self.stages.reconcile(output.value, output.key, 0, [], state):  # type: ignore[arg-type]
-                    self.out.setdefault(produced.topic, []).append(produced)
+                self.record(NAMES.inputs, output.key, output.value)
+        return outputs
 
     def events(self, key: str | None = None) -> list[dict[str, Any]]:
         return [orjson.loads(o.value) for o in self.out.get(NAMES.status, [])
@@ -159,36 +166,65 @@ ADYEN_KEY = "adyen:main:payment:P1"
 STRIPE_KEY = "stripe:main:payment_intent:pi_1"
 
 
-# --- intake ------------------------------------------------------------------------------------------------
+# --- one stage: routing and redirects --------------------------------------------------------------------
 
 
-def test_a_thick_push_becomes_one_input_per_observation_keyed_by_payment() -> None:
+def routed(envelope: InboxEnvelope) -> InboxEnvelope:
+    """As ingest publishes it: keyed by the payment it is about (ingest.providers.routing)."""
+    return replace(envelope, payment_key=delivery_payment_key(envelope.provider, envelope.account, envelope.kind,
+                                                              envelope.body, None))
+
+
+def test_ingest_routes_a_delivery_to_its_payment_and_the_stage_applies_it_in_place() -> None:
+    envelope = routed(adyen("P1", "AUTHORISATION", 1000, 1))
+    assert envelope.key == ADYEN_KEY.encode()
+    engine = FakeEngine(stages())
+    outputs = engine.record(NAMES.inbox, envelope.key, envelope.to_bytes())
+    assert NAMES.inputs not in engine.out  # nothing redirected: one pass, one record read and written
+    assert [o.topic for o in outputs] == [NAMES.status, NAMES.state]
+    assert engine.states[ADYEN_KEY.encode()].writes == 1
+
+
+def test_a_record_keyed_by_its_delivery_is_redirected_to_its_payment_and_applied_there() -> None:
+    # A replay of a record published before the routing (keyed provider:account:delivery_id).
     envelope = adyen("P1", "AUTHORISATION", 1000, 1)
-    (output,) = stages().inbox(envelope.to_bytes(), envelope.key, 0, [])
-    assert (output.topic, output.key, output.headers) == (NAMES.inputs, ADYEN_KEY.encode(), None)
-    item = payment_inputs.decode(output.value)
-    assert isinstance(item, ObservationInput)
-    assert item.dedupe_id == "P1:AUTHORISATION:true#0"  # the delivery id: a redelivery has the same
-    assert (item.observation.status, item.observation.evidence_id) == ("authorized", "P1:AUTHORISATION:true")
+    engine = FakeEngine(stages())
+    engine.inbox(envelope)
+    (redirect,) = engine.out[NAMES.inputs]
+    assert redirect.key == ADYEN_KEY.encode()
+    item = payment_inputs.decode(redirect.value)
+    assert isinstance(item, ObservationInput) and item.dedupe_id == "P1:AUTHORISATION:true#0"
+    assert [summary(e) for e in engine.events()] == LIFECYCLE[:1]
+    assert envelope.key not in engine.states or engine.states[envelope.key].writes == 0
 
 
-def test_a_replayed_push_carries_no_dedupe_id() -> None:
-    envelope = adyen("P1", "AUTHORISATION", 1000, 1, replay=True)
-    (output,) = stages().inbox(envelope.to_bytes(), envelope.key, 0, [])
-    item = payment_inputs.decode(output.value)
-    assert isinstance(item, ObservationInput) and item.dedupe_id is None
+def test_a_refund_fetched_under_its_own_id_is_applied_under_its_charge() -> None:
+    refund_key = "amazon_pay:eu:refund:R1"
+    body = {"refundId": "R1", "chargeId": "C1", "refundAmount": {"amount": "5.00", "currencyCode": "EUR"},
+            "statusDetails": {"state": "Refunded", "lastUpdatedTimestamp": "20240501T100000Z"},
+            "creationTimestamp": "20240501T100000Z"}
+    result = FetchResult(payment_key=refund_key, provider="amazon_pay", account="eu", object_type="refund",
+                         object_id="R1", fetch_id="f-1", request_id="sns-1:fetch", reason="thin_push",
+                         fetched_at=to_rfc3339(T0), outcome="ok", http_status=200, body=orjson.dumps(body))
+    engine = FakeEngine(stages())
+    engine.fetch_result(result)
+    assert [o.key for o in engine.out[NAMES.inputs]] == [b"amazon_pay:eu:charge:C1"]
+    record = PaymentRecord.from_bytes(engine.states[b"amazon_pay:eu:charge:C1"].values[RECORD])
+    assert record.state is not None and record.state.refunded_amount == 500
+    assert engine.states[refund_key.encode()].writes == 0  # the polled marker of a thin-push fetch changes nothing
 
 
-def test_a_fetch_result_becomes_its_observations_then_the_polled_marker() -> None:
-    request = FetchRequest(payment_key=STRIPE_KEY, provider="stripe", account="main", object_type="payment_intent",
-                           object_id="pi_1", reason="stale", not_before="x", requested_at="x", request_id="r-1")
-    ok, failed = stripe_poll(request, T0), stripe_poll(request, T0, outcome="server_error")
-    outputs = stages().fetch_result(ok.to_bytes(), ok.key, 0, [])
-    assert [type(payment_inputs.decode(o.value)) for o in outputs] == [ObservationInput, PolledInput]
-    assert {o.key for o in outputs} == {STRIPE_KEY.encode()}
-    (only,) = stages().fetch_result(failed.to_bytes(), failed.key, 0, [])
-    marker = payment_inputs.decode(only.value)
-    assert isinstance(marker, PolledInput) and (marker.request_id, marker.outcome) == ("r-1", "server_error")
+def test_a_fetch_result_applies_its_observations_then_the_polled_marker_in_one_write() -> None:
+    clock = Clock()
+    engine = FakeEngine(stages(clock))
+    engine.inbox(routed(stripe_pending(received=T0)))
+    (first,) = engine.requests()
+    clock.now = T0 + timedelta(seconds=61)
+    writes = engine.states[STRIPE_KEY.encode()].writes
+    engine.fetch_result(stripe_poll(first, clock.now, status="requires_action", fetch_id="f-ra"))
+    assert engine.states[STRIPE_KEY.encode()].writes == writes + 1
+    assert [e["data"]["status"] for e in engine.events()] == ["pending", "requires_action"]
+    assert [r.attempt for r in engine.requests()] == [1, 1]  # news restarted the chain
 
 
 # --- dead letters ------------------------------------------------------------------------------------------
@@ -208,34 +244,39 @@ def dead_letter_headers(output: Output) -> dict[str, bytes]:
     (InboxEnvelope(provider="adyen", account="a", delivery_id="d", kind="thin", received_at=to_rfc3339(T0),
                    body=b"{}").to_bytes(), b"NormalizationError", b"unexpected_record"),
 ])
-def test_an_inbox_record_the_intake_cannot_read_goes_to_the_dlq_unchanged(
+def test_an_inbox_record_the_stage_cannot_read_goes_to_the_dlq_unchanged(
     at_position: SimpleNamespace, value: bytes, error_class: bytes, reason: bytes,
 ) -> None:
+    at_position.topic = NAMES.inbox
     original = [("traceparent", b"00-abc"), (FIRST_FAILURE_AT, b"2024-04-01T00:00:00.000Z")]
-    (output,) = stages().inbox(value, b"adyen:main:d", 0, original)
+    state = FakeState()
+    (output,) = stages().process(value, b"adyen:main:d", 0, original, state)  # type: ignore[arg-type]
     headers = dead_letter_headers(output)
     assert (output.key, output.value) == (b"adyen:main:d", value)
     assert (headers[ERROR_CLASS], headers[ERROR_REASON]) == (error_class, reason)
-    assert (headers[SOURCE_TOPIC], headers[SOURCE_PARTITION], headers[SOURCE_OFFSET]) == (b"in", b"2", b"41")
+    assert (headers[SOURCE_TOPIC], headers[SOURCE_PARTITION], headers[SOURCE_OFFSET]) == (NAMES.inbox.encode(),
+                                                                                           b"2", b"41")
     assert headers["traceparent"] == b"00-abc" and headers[ERROR_MESSAGE]
     assert headers[FIRST_FAILURE_AT] == b"2024-04-01T00:00:00.000Z"  # a replayed dead letter keeps its first
+    assert state.writes == 0
 
 
 def test_a_dead_letter_s_first_failure_is_the_stage_s_clock(at_position: SimpleNamespace) -> None:
-    (output,) = stages(Clock(T0 + timedelta(hours=1))).fetch_result(b"{}", b"k", 0, None)
+    at_position.topic = NAMES.fetch_results
+    (output,) = stages(Clock(T0 + timedelta(hours=1))).process(b"{}", b"k", 0, None, FakeState())  # type: ignore[arg-type]
     assert dead_letter_headers(output)[FIRST_FAILURE_AT] == b"2024-05-01T13:00:00.000Z"
 
 
-def test_a_reconcile_input_it_cannot_apply_goes_to_the_dlq_and_leaves_the_state_alone(
+def test_a_redirected_input_it_cannot_read_goes_to_the_dlq_and_leaves_the_state_alone(
     at_position: SimpleNamespace,
 ) -> None:
-    at_position.topic = NAMES.inputs
-    state = FakeState()
     engine = FakeEngine(stages())
-    engine.inbox(adyen("P1", "AUTHORISATION", 1000, 1))
+    engine.inbox(routed(adyen("P1", "AUTHORISATION", 1000, 1)))
+    state = FakeState()
     state.values = dict(engine.states[ADYEN_KEY.encode()].values)
+    at_position.topic = NAMES.inputs
     for value in (b"garbage", b'{"v": 1, "kind": "teleport"}'):
-        (output,) = engine.stages.reconcile(value, ADYEN_KEY.encode(), 0, [], state)  # type: ignore[arg-type]
+        (output,) = engine.stages.process(value, ADYEN_KEY.encode(), 0, [], state)  # type: ignore[arg-type]
         headers = dead_letter_headers(output)
         assert (output.key, output.value, headers[SOURCE_TOPIC]) == (ADYEN_KEY.encode(), value, NAMES.inputs.encode())
         assert headers[ERROR_REASON] == b"malformed_payment_input"
@@ -406,8 +447,9 @@ def test_a_duplicate_fetch_input_asks_for_nothing() -> None:
                                    not_before="x", requested_at="x", request_id="sync:r:registered"),
                       "sync:r:registered")
     state = FakeState()
-    first = engine.stages.reconcile(payment_inputs.encode(item), STRIPE_KEY.encode(), 0, [], state)  # type: ignore[arg-type]
-    again = engine.stages.reconcile(payment_inputs.encode(item), STRIPE_KEY.encode(), 0, [], state)  # type: ignore[arg-type]
+    engine.states[STRIPE_KEY.encode()] = state
+    first = engine.record(NAMES.inputs, STRIPE_KEY.encode(), payment_inputs.encode(item))
+    again = engine.record(NAMES.inputs, STRIPE_KEY.encode(), payment_inputs.encode(item))
     assert [FetchRequest.from_bytes(o.value).reason for o in first if o.topic == NAMES.fetch_requests] == [
         "registered", "stale"]
     assert again == []

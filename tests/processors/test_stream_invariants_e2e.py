@@ -39,6 +39,8 @@ from processor_harness import (
 
 from paystream.config import Settings
 from paystream.kafka import make_consumer
+from processors.internal_topics import changelog_topic
+from processors.topology import stream_id
 from schemas.status import Source
 from schemas.transitions import TABLE, parse_status
 
@@ -128,7 +130,7 @@ async def test_a_storm_of_distinct_events_on_one_payment_leaves_every_other_paym
             await asyncio.sleep(2)
         elapsed = time.monotonic() - started
         dead = await read_all(settings, settings.topics.dlq)
-        changelog = [r for r in await read_all(settings, f"changelog__{conf.app_id}--{conf.inputs_topic()}--default")
+        changelog = [r for r in await read_all(settings, changelog_topic(conf.app_id, stream_id(settings, conf)))
                      if r.key is not None and r.key.startswith(storm_key.encode())]
     finally:
         code = worker.stop()

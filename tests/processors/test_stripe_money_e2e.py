@@ -35,10 +35,10 @@ from e2e_pipeline import demo_traffic as demo
 from jsonschema import Draft202012Validator, FormatChecker
 from processor_harness import read_all
 
+from ingest.providers import parsing as providers
 from ingest.providers.catalog import load_catalog
 from ingest.providers.signers import sign_stripe
 from paystream.config import Settings
-from processors import providers
 from schemas.event import load_schema
 from schemas.status import Source
 

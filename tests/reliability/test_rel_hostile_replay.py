@@ -1,8 +1,9 @@
 """Expired and future timestamps, and replayed deliveries with a valid signature.
 
 Within the tolerance window a replay is indistinguishable from a provider's own retry, so it is accepted
-and published under the SAME inbox key (provider:account:delivery id): the processors' per-payment dedupe
-by delivery id makes it a no-op. Beyond the window it is 401. SNS messages carry no freshness rule by design
+and published under the SAME inbox key (the payment it is about, ingest.providers.routing) with the same
+delivery id: the processors' join recognises its content and makes it a no-op. Beyond the window it is 401.
+SNS messages carry no freshness rule by design
 (ingest/providers/amazon_pay/sns.py: validity of the certificate at the message Timestamp); their
 MessageId is the dedupe key, and an IPN is thin (it can only cause a fetch).
 """
@@ -13,11 +14,11 @@ import asyncio
 import time
 from collections import Counter
 
-import orjson
 import pytest
 from http_harness import ACCOUNT, SNS_ACCOUNT, STANDARD_SECRET, STRIPE_SECRET, Deliveries, read_inbox
 from reliability_harness import HostileTarget
 
+from ingest.providers.routing import delivery_payment_key
 from ingest.providers.signers import sign_standard, sign_stripe
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
@@ -28,6 +29,13 @@ ADYEN = f"/webhooks/adyen/{ACCOUNT}"
 SNS = f"/webhooks/amazon_pay/{SNS_ACCOUNT}"
 JSON = {"Content-Type": "application/json"}
 TOLERANCE_S = 300
+
+
+def routed(provider: str, body: bytes) -> bytes:
+    """The inbox key ingest gives a delivery: the payment it is about."""
+    key = delivery_payment_key(provider, ACCOUNT, "event", body, None)
+    assert key is not None
+    return key.encode()
 
 
 def stripe_at(body: bytes, timestamp: int | str) -> dict[str, str]:
@@ -118,7 +126,7 @@ async def test_stripe_replay_within_the_window_is_accepted_under_the_same_inbox_
     hostile_target: HostileTarget, rel_deliveries: Deliveries
 ) -> None:
     body, headers = rel_deliveries.stripe(age_s=TOLERANCE_S - 60)
-    key = f"stripe:{ACCOUNT}:{orjson.loads(body)['id']}".encode()
+    key = routed("stripe", body)
 
     await _accepted_twice(hostile_target, STRIPE, body, headers, key)
 
@@ -144,7 +152,7 @@ async def test_adyen_replay_is_accepted_under_the_same_inbox_key(
     """Adyen signs no timestamp: a replay is always a retry as far as ingest can tell."""
     item = rel_deliveries.adyen_item()
     body, headers = rel_deliveries.adyen([item])
-    key = f"adyen:{ACCOUNT}:{item['pspReference']}:AUTHORISATION:true".encode()
+    key = f"adyen:{ACCOUNT}:payment:{item['pspReference']}".encode()  # the payment the item is about
 
     await _accepted_twice(hostile_target, ADYEN, body, headers, key)
 
@@ -159,7 +167,7 @@ async def test_stripe_replay_after_the_window_closed_is_401_and_not_published(
     signed_at = int(time.time()) - TOLERANCE_S + 3
     body = rel_deliveries.stripe_event()
     headers = stripe_at(body, signed_at)
-    key = f"stripe:{ACCOUNT}:{orjson.loads(body)['id']}".encode()
+    key = routed("stripe", body)
     assert (await hostile_target.running.post(STRIPE, body, headers)).status == 200
     hostile_target.accepted_keys.add(key)
 

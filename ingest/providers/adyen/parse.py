@@ -30,10 +30,9 @@ from datetime import datetime
 from typing import Any
 
 from ingest.providers.adyen import tokens
-from ingest.providers.catalog import load_catalog
+from ingest.providers.catalog import count_ignored, load_catalog
 from ingest.providers.parse_support import Stamp, field_of, iso_time, load_object, lookup, optional_field
 from paystream.errors import ConfigurationError, NormalizationError, UnknownProviderStatus
-from paystream.metrics import EVENTS_IGNORED
 from schemas.observation import Dispute, Movement, Observation, RiskSignal
 from schemas.status import (
     AgreementStatus,
@@ -203,7 +202,7 @@ def _success(value: Any) -> bool:
 
 
 def _ignored(label: str) -> None:
-    EVENTS_IGNORED.labels(PROVIDER, label).inc()
+    count_ignored(PROVIDER, label)
 
 
 def _rule(decision: Decision, code: str, success: bool, additional: Mapping[str, Any]) -> Rule | None:

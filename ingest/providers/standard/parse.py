@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from ingest.providers.catalog import count_ignored
 from ingest.providers.parse_support import field_of, iso_time, load_object, lookup, object_at, optional_field
 from paystream.errors import NormalizationError
-from paystream.metrics import EVENTS_IGNORED
 from schemas.observation import Movement, Observation
 from schemas.status import AgreementStatus, ObjectKind, PaymentStatus, Source
 
@@ -77,7 +77,7 @@ def parse(
     event_type = field_of(event, "type", str, what)
     word = lookup(status_map, event_type, PROVIDER, "event type")
     if word == IGNORE:  # the account's status_map is its catalog: ignored on purpose, counted
-        EVENTS_IGNORED.labels(PROVIDER, event_type).inc()
+        count_ignored(PROVIDER, event_type)
         return []
     status = canonical(word)
     data = object_at(event, "data", what)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from ingest.providers.catalog import count_ignored
 from ingest.providers.parse_support import Stamp, optional_field
 from paystream.errors import NormalizationError, UnknownProviderStatus
-from paystream.metrics import EVENTS_IGNORED
 from schemas.observation import Observation
 
 PROVIDER = "stripe"
@@ -49,7 +49,7 @@ def word(mapping: Mapping[str, T], value: Any, what: str) -> T:
 
 def nothing(seen: Seen) -> list[Observation]:
     """A mapped event that names no payment or agreement we track: no observation, counted as ignored."""
-    EVENTS_IGNORED.labels(PROVIDER, seen.event_type or "object").inc()
+    count_ignored(PROVIDER, seen.event_type or "object")
     return []
 
 

@@ -74,7 +74,7 @@ async def test_token_webhook_lands_on_the_inbox_with_its_exact_bytes(ingest: Run
     assert reply.headers["content-type"].startswith("text/plain")
     [(key, envelope)] = await read_inbox(ingest.settings)
     delivery_id = "recurring.token.created:QBQQ9DLNRHHKGK38:M5N7TQ4TG5PFWR50"
-    assert key == f"adyen:{ACCOUNT}:{delivery_id}".encode()
+    assert key == f"adyen:{ACCOUNT}:recurring_contract:M5N7TQ4TG5PFWR50".encode()  # keyed by its agreement
     assert (envelope.provider, envelope.account, envelope.delivery_id, envelope.kind) == (
         "adyen", ACCOUNT, delivery_id, "event")
     assert envelope.body == CREATED

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
@@ -15,12 +16,14 @@ from test_rebuild import publish_live, with_archive
 
 from paystream.config import Settings
 from paystream.kafka import connection_options
+from processors.internal_topics import changelog_topic
 from processors.recovery.app_state import wipe_app_state
 from processors.recovery.archive_store import ArchiveStore
 from processors.recovery.rebuild import DIFFERENCES_FOUND, add_rebuild_arguments, run_rebuild
 from processors.recovery.rebuild_diff import RebuildReport
-from processors.recovery.rebuild_processors import rebuild_through_processors
+from processors.recovery.rebuild_processors import RebuildTarget, rebuild_through_processors
 from processors.settings import ProcessorSettings
+from processors.topology import stream_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 
@@ -124,4 +127,5 @@ async def test_through_processors_keep_leaves_the_temporary_topics(
     assert {f"rebuild-{stamp}.{name}" for name in settings.topics.all_names()} <= set(left)
     assert app.inputs_topic() in left
     changelogs = [name for name in left if name.startswith(f"changelog__{app.app_id}--")]
-    assert changelogs == [f"changelog__{app.app_id}--{app.inputs_topic()}--default"]
+    target = RebuildTarget.create(settings, Path("unused"), stamp)  # the names the rebuild gave its topics
+    assert changelogs == [changelog_topic(app.app_id, stream_id(target.settings, target.settings.processor))]

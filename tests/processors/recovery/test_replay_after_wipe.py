@@ -44,6 +44,7 @@ from ingest.providers import PUSH_PROVIDERS
 from ingest.providers.signers import adyen_batch, sign_adyen_item, sign_standard, sign_stripe
 from paystream.config import AccountConfig, Settings
 from paystream.kafka import connection_options, make_consumer
+from processors.internal_topics import changelog_topic
 from processors.recovery.app_state import local_state_dir, wipe_app_state
 from processors.recovery.archive import FlushPolicy, run_archiver
 from processors.recovery.archive_format import decode_object
@@ -52,6 +53,7 @@ from processors.recovery.group_lag import wait_drained
 from processors.recovery.rebuild_diff import Snapshot, read_live_status, read_to_end
 from processors.recovery.replay import ReplayOptions, replay
 from processors.settings import ProcessorSettings
+from processors.topology import stream_id
 from schemas.envelopes import InboxEnvelope, to_rfc3339
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3]
@@ -141,7 +143,7 @@ async def verified_envelopes() -> list[InboxEnvelope]:
         result = await spec.verify(delivery, resolved)
         kept = {name: headers[name] for name in spec.kept_headers if name in headers}
         received_at = to_rfc3339(datetime.now(UTC))
-        envelopes += [IngestApp._envelope(delivery, item, received_at, kept) for item in result.accepted]
+        envelopes += [IngestApp._envelope(delivery, item, received_at, kept, config) for item in result.accepted]
     return envelopes
 
 
@@ -154,7 +156,7 @@ async def wipe_processor_state(settings: Settings, conf: ProcessorSettings) -> N
     assert local.is_dir(), f"the worker kept no state at {local}"  # the state we mean to lose exists
     wiped = await wipe_app_state(settings, conf)
     assert wiped.group_deleted
-    assert wiped.topics == sorted([conf.inputs_topic(), f"changelog__{conf.app_id}--{conf.inputs_topic()}--default"])
+    assert wiped.topics == sorted([conf.inputs_topic(), changelog_topic(conf.app_id, stream_id(settings, conf))])
     assert wiped.state_dir == local and not local.exists()
     admin = AIOKafkaAdminClient(**connection_options(settings.kafka))
     await admin.start()

@@ -1,4 +1,5 @@
-"""One uniform face over the provider parsers (``ingest/providers/*/parse.py``).
+"""One uniform face over the provider parsers (``ingest/providers/*/parse.py``), for the processors and for the
+routing of records to payments (:mod:`ingest.providers.routing`).
 
 The parsers differ only where providers do: Standard Webhooks needs the account's ``status_map``, and
 only providers with thin pushes or hints can name fetch targets.
