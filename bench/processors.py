@@ -14,8 +14,8 @@ How it is measured:
    acknowledgements and commits, in batches of up to 500.
 3. The processor: ``processors.worker.run_processor`` in its own process (RocksDB state, a fresh app id,
    the production settings: exactly-once, 0.1 s commit interval, freshness gauges on) starts on the full
-   inbox: intake → internal payment-inputs topic → reconcile (state + changelog) → status and state topics,
-   every checkpoint one Kafka transaction. Then once more at-least-once (another app id, its own output
+   inbox (keyed by payment, as ingest publishes it): one stateful stage (state + changelog) → status and state
+   topics, every checkpoint one Kafka transaction. Then once more at-least-once (another app id, its own output
    topics) on the same inbox.
 4. Each rate is inputs / (last - first output record timestamp): producer timestamps written by the
    measured process itself, so start-up (group join, topic creation, table recovery) is excluded and the
@@ -80,22 +80,18 @@ def serve_worker(spec_file: Path) -> None:
 
 
 def _engine_floor_stages() -> None:
-    """Replace the two stages' functions with ones that only move bytes, keeping every engine operation of the
-    real ones per delivery: one internal record out of intake; in reconcile one state read and write and two
-    outputs (status, state). What is left is the engine's own cost for this topology (bench only)."""
+    """Replace the stage's function with one that only moves bytes, keeping every engine operation of the real
+    one per delivery: one state read and write and two outputs (status, state). What is left is the engine's
+    own cost for this topology (bench only)."""
     from processors import topology
 
-    def intake(self: Any, value: bytes, key: bytes | None, _ts: int, _headers: Any) -> list[Any]:
-        return [topology.Output(self.topics.inputs, key, value[:1024])]
-
-    def reconcile(self: Any, value: bytes, key: bytes, _ts: int, _headers: Any, state: Any) -> list[Any]:
+    def process(self: Any, value: bytes, key: bytes, _ts: int, _headers: Any, state: Any) -> list[Any]:
         state.get_bytes(topology.RECORD)
         state.set_bytes(topology.RECORD, value)
         return [topology.Output(self.topics.status, key, value, [("content-type", b"application/json")]),
                 topology.Output(self.topics.state, key, value, [("content-type", b"application/json")])]
 
-    topology.Stages.inbox = intake  # type: ignore[method-assign]
-    topology.Stages.reconcile = reconcile  # type: ignore[method-assign]
+    topology.Stages.process = process  # type: ignore[method-assign]
 
 
 def _profile_on_signals(out: Path) -> None:

@@ -2,19 +2,18 @@
 
     .venv/bin/python -m bench.stage_costs [--payments 1000] [--repeat 3]      # no broker needed; ~1 min
 
-The processor benchmark (:mod:`bench.processors`) compares whole processes; this one runs the work of the two
-stages in this process on the same workload (:mod:`bench.workload`: signed Stripe and Adyen deliveries through
-the real verifiers, ten per payment, interleaved), with the payment records kept in a dict instead of the
-state store. It prints the time per inbox record of each part and its share of the whole:
-
-* intake: envelope decode, normalize (the provider parsers), payment-input encode;
-* reconcile: payment-input decode, record decode, the pure join (:func:`schemas.join.advance`), the reconcile
-  around it (dedupe, the stale-poll chain, metrics), record encode, event serialize.
+The processor benchmark (:mod:`bench.processors`) compares whole processes; this one runs the work of the
+stage in this process on the same workload (:mod:`bench.workload`: signed Stripe and Adyen deliveries through
+the real verifiers, ten per payment, interleaved, keyed by payment as ingest publishes them), with the payment
+records kept in a dict instead of the state store. It prints the time per inbox record of each part and its
+share of the whole: envelope decode, normalize (the provider parsers), record decode, the pure join
+(:func:`schemas.join.advance`), the reconcile around it (the stale-poll chain, metrics, the event's
+serialization), record encode, and the current-state document.
 
 The join is pure, so it is timed by its own call on the same arguments just before the reconcile that
 includes it, and subtracted from that reconcile. As a check, the same workload also goes through
-:class:`processors.topology.Stages` itself (what the engine calls per record); the sum of the parts should
-come close to it. Each figure is the fastest of ``--repeat`` passes (the machine is shared).
+:meth:`processors.topology.Stages.process` itself (what the engine calls per record); the sum of the parts
+should come close to it. Each figure is the fastest of ``--repeat`` passes (the machine is shared).
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from typing import Any
 
 from bench import workload
 
-PARTS = ("envelope decode", "normalize", "input encode", "input decode", "record decode", "join (advance)",
-         "reconcile around the join", "record encode", "event serialize")
+PARTS = ("envelope decode", "normalize", "record decode", "join (advance)", "reconcile around the join",
+         "record encode", "state document")
 
 
 class DictState:
@@ -53,32 +52,28 @@ class DictState:
 
 
 def _parts_pass(stages: Any, inbox: list[tuple[bytes, bytes]]) -> dict[str, float]:
-    from processors import payment_inputs
     from processors.payment_inputs import ObservationInput
+    from processors.state_doc import document, signature
     from schemas.envelopes import InboxEnvelope
-    from schemas.event import serialize_event
     from schemas.join import advance
 
     spent: dict[str, float] = defaultdict(float)
     records: dict[bytes, bytes] = {}
     clock = time.perf_counter
-    for _key, value in inbox:
+    for key, value in inbox:
         now = datetime.now(UTC)
         t0 = clock()
         envelope = InboxEnvelope.from_bytes(value)
         t1 = clock()
         inputs = stages.normalizer.inbox(envelope, now)
         t2 = clock()
-        encoded = [(item.payment_key.encode(), payment_inputs.encode(item)) for item in inputs]
-        t3 = clock()
         spent["envelope decode"] += t1 - t0
         spent["normalize"] += t2 - t1
-        spent["input encode"] += t3 - t2
-        for key, raw in encoded:
-            t0 = clock()
-            item = payment_inputs.decode(raw)
-            t1 = clock()
-            record = stages.codec.decode(key, records.get(key))
+        t0 = clock()
+        stored = record = stages.codec.decode(key, records.get(key))
+        t1 = clock()
+        spent["record decode"] += t1 - t0
+        for item in inputs:  # the workload's deliveries are all about their record's payment
             t2 = clock()
             join_s = 0.0
             if isinstance(item, ObservationInput):  # no delivery repeats in this workload: each one is joined
@@ -87,28 +82,31 @@ def _parts_pass(stages: Any, inbox: list[tuple[bytes, bytes]]) -> dict[str, floa
             t3 = clock()
             result = stages.reconciler(record, item, now)
             t4 = clock()
-            if result.changed:
-                records[key] = stages.codec.encode(key, result.record)
-            t5 = clock()
-            if result.event is not None:
-                serialize_event(result.event)
-            t6 = clock()
-            spent["input decode"] += t1 - t0
-            spent["record decode"] += t2 - t1
+            record = result.record
             spent["join (advance)"] += join_s
             spent["reconcile around the join"] += (t4 - t3) - join_s
-            spent["record encode"] += t5 - t4
-            spent["event serialize"] += t6 - t5
+        t0 = clock()
+        records[key] = stages.codec.encode(key, record)
+        t1 = clock()
+        if signature(stored) != signature(record):
+            document(key.decode(), record, stages.schedule, now)
+        t2 = clock()
+        spent["record encode"] += t1 - t0
+        spent["state document"] += t2 - t1
     return spent
 
 
 def _stages_pass(stages: Any, inbox: list[tuple[bytes, bytes]]) -> float:
+    from types import SimpleNamespace
+    from unittest import mock
+
     state = DictState()
-    started = time.perf_counter()
-    for key, value in inbox:
-        for output in stages.inbox(value, key, 0, None):
-            stages.reconcile(output.value, output.key, 0, None, state.at(output.key))
-    return time.perf_counter() - started
+    where = SimpleNamespace(topic=stages.topics.inbox, partition=0, offset=0)
+    with mock.patch("processors.topology.message_context", lambda: where):
+        started = time.perf_counter()
+        for key, value in inbox:
+            stages.process(value, key, 0, None, state.at(key))
+        return time.perf_counter() - started
 
 
 def measure(payments: int, repeat: int) -> dict[str, Any]:

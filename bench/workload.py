@@ -199,6 +199,7 @@ def envelopes(deliveries: list[Delivery], settings: Any) -> list[Any]:
     from ingest.accounts import AccountBook
     from ingest.delivery import IncomingDelivery
     from ingest.providers import PUSH_PROVIDERS
+    from ingest.providers.routing import delivery_payment_key
     from schemas.envelopes import InboxEnvelope, to_rfc3339
 
     book = AccountBook.from_settings(settings)
@@ -219,7 +220,9 @@ def envelopes(deliveries: list[Delivery], settings: Any) -> list[Any]:
                     received_at=to_rfc3339(datetime.fromtimestamp(received, UTC)), body=verified.body, headers=kept,
                     verification={"verifier": verified.verification.verifier, "key_id": verified.verification.key_id,
                                   "ok": verified.verification.ok},
-                    object_ids=dict(verified.object_ids)))
+                    object_ids=dict(verified.object_ids),
+                    payment_key=delivery_payment_key(delivery.provider, ACCOUNT, verified.kind, verified.body,
+                                                     book.require(delivery.provider, ACCOUNT).config)))
         return out
 
     return asyncio.run(verify_all())

@@ -108,10 +108,10 @@ class Reconciler:
         if step.duplicate and step.event is None and step.state == prev:
             child(DUPLICATES, obs.provider).inc()
             return Reconciled(record)
-        result = Reconciled(replace(record, state=step.state), changed=True, event=step.event)
-        if step.event is not None:
-            result.event_bytes = serialize_event(step.event)
-            result.record = replace(result.record, last_event=result.event_bytes.decode())
+        event_bytes = None if step.event is None else serialize_event(step.event)
+        result = Reconciled(replace(record, state=step.state) if event_bytes is None else
+                            replace(record, state=step.state, last_event=event_bytes.decode()),
+                            changed=True, event=step.event, event_bytes=event_bytes)
         self._count_observation(prev, item, step, now)
         if step.news:
             self._restart(result, item, since=obs.observed_at.timestamp(), now=now)
@@ -168,6 +168,8 @@ class Reconciler:
             return
         ended = self._end_reason(record, object_type, now)
         if ended is not None:
+            if record.chain is None and record.polling_ended is not None and record.polling_ended[0] == ended:
+                return  # ended already, for the same reason: the end keeps its time
             if record.chain is not None or fresh:
                 child(POLL_CHAINS_ENDED, provider, ended).inc()
             result.record = replace(record, chain=None, polling_ended=(ended, now.timestamp()))
