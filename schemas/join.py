@@ -34,7 +34,7 @@ observation is absorbed (counted) and the payment waits for evidence that allows
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -261,6 +261,9 @@ class PaymentState:
     # --- what can still change the fold ----------------------------------------------------------------
     summary: Summary | None = None  # the fold of the compacted groups
     retained: tuple[Retained, ...] = ()  # the live groups, in canonical order
+    # The fold's accumulator after the last live group: derived (never stored, not compared), it lets a group that
+    # sorts after every live one (the usual case: a newer provider time) fold in one step instead of a refold.
+    tail: Summary | None = field(default=None, compare=False, repr=False)
 
     @property
     def payment_key(self) -> str:
@@ -319,12 +322,18 @@ def _canonical_order(groups: Iterable[Retained]) -> list[Retained]:
 
 def _fold_fields(summary: Summary | None, groups: Iterable[Retained], new: Retained | None) -> tuple[
         dict[str, Any], bool]:
-    """The state fields the fold of ``summary`` + ``groups`` decides, and whether ``new`` was stale."""
+    """The state fields the fold of ``summary`` + ``groups`` decides (with the accumulator as ``tail``), and
+    whether ``new`` was stale."""
     acc = summary.copy() if summary is not None else Summary()
     new_stale = False
     for group in groups:
         if not acc.add(group) and group is new:
             new_stale = True
+    return _finish(acc), new_stale
+
+
+def _finish(acc: Summary) -> dict[str, Any]:
+    """The state fields an accumulator decides (``tail`` included)."""
     ledgers = acc.ledgers or Ledgers()
     facts = acc.facts or {}
     captured, refunded = ledgers.captured(), ledgers.refunded()
@@ -332,9 +341,9 @@ def _fold_fields(summary: Summary | None, groups: Iterable[Retained], new: Retai
     for name in _FACTS:
         fields.setdefault(name, None)
     fields.update(captured_amount=captured, refunded_amount=refunded, disputed_amount=ledgers.disputed(),
-                  risk=ledgers.risk_entries(), stale_count=acc.stale)
+                  risk=ledgers.risk_entries(), stale_count=acc.stale, tail=acc)
     if acc.reported is None or acc.run_decider is None:
-        return fields, new_stale
+        return fields
     status = _derive(acc.reported, fields["amount"], captured, refunded, ledgers)
     deciding, evidence = acc.run_decider, acc.run_evidence
     if acc.change_decider is not None and acc.change_at > acc.run_start:
@@ -342,7 +351,7 @@ def _fold_fields(summary: Summary | None, groups: Iterable[Retained], new: Retai
     fields.update(status=status, reported_status=acc.reported, provider_status=deciding.provider_status,
                   reason_code=deciding.reason_code, source=deciding.source, occurred_at=deciding.occurred_at,
                   observed_at=deciding.observed_at, evidence=evidence)
-    return fields, new_stale
+    return fields
 
 
 def _check(base: PaymentState, obs: Observation) -> None:
@@ -415,10 +424,19 @@ def advance(state: PaymentState | None, obs: Observation, emitted_at: datetime, 
     _check(base, obs)
     new = Retained.of(obs)
     groups, added, duplicate = _collapse(base.retained, new)
-    news = added is not None and not any(group.facts() == new.facts() for group in base.retained)
-    summary, groups, compacted_stale = _compact(base.summary, groups, added)
-    fields, stale = _fold_fields(summary, groups, added)
-    stale = stale or compacted_stale
+    news = added is not None and not any(group.occurred_at == new.occurred_at and group.facts() == new.facts()
+                                         for group in base.retained)
+    if added is not None and base.tail is not None and groups[-1] is added and len(groups) > len(base.retained):
+        # Sorts after every live group: fold it onto the accumulator (the oldest group may leave the live
+        # window, which changes the summary, not the fold).
+        tail = base.tail.copy()
+        stale = not tail.add(added)
+        summary, groups, _ = _compact(base.summary, groups)
+        fields = _finish(tail)
+    else:
+        summary, groups, compacted_stale = _compact(base.summary, groups, added)
+        fields, stale = _fold_fields(summary, groups, added)
+        stale = stale or compacted_stale
     fields.update(summary=summary, retained=tuple(groups))
     status = fields.get("status")
     if status is None:
