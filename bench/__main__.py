@@ -83,6 +83,15 @@ def summary(results: dict[str, Any]) -> str:
                      f"{check['payments_with_wrong_sequences']} payments with wrong sequences"))
     else:
         rows.append(("processor", "FAILED", proc.get("error", "not run")[:80]))
+    space = results.get("processors_key_space", {})
+    if "processor" in space:
+        p = space["processor"]
+        rows.append((f"processor, {space['payments']:,} payments, exactly-once", f"{p['per_s']:,.0f}/s",
+                     f"ratio {space['ratio']:.2f} to aiokafka loop ({space['baseline']['per_s']:,.0f}/s); "
+                     f"cpu ratio {space.get('cpu_ratio', float('nan')):.2f}; check "
+                     f"{'ok' if p['check']['ok'] and p['complete'] else 'FAILED'}"))
+    elif "error" in space:
+        rows.append(("processor, key space", "FAILED", space["error"][:80]))
     end = results.get("e2e", {})
     for rate in end.get("rates", []):
         p50, p99 = (("≥ " if rate.get(f"e2e_{name}_is_lower_bound") else "") + _ms(rate.get(f"e2e_{name}_ms"))
@@ -121,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     from paystream.logs import configure
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("ingest", "processors", "e2e"), action="append",
+    parser.add_argument("--only", choices=("ingest", "processors", "key-space", "e2e"), action="append",
                         help="run only these sections (repeatable); the default is all")
     args = parser.parse_args(argv)
     configure("warning", "console")
     harness.quiet_client_logs()
-    sections = args.only or ["ingest", "processors", "e2e"]
+    sections = args.only or ["ingest", "processors", "key-space", "e2e"]
     started = time.monotonic()
     results: dict[str, Any] = {
         "command": "make bench  (.venv/bin/python -m bench, local broker up)",
@@ -140,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         _section("ingest", ingest.run, ingest.table, results)
     if "processors" in sections:
         _section("processors", processors.run, processors.table, results)
+    if "key-space" in sections:  # the same figures over 100,000 distinct payments
+        _section("processors_key_space", processors.run_key_space, processors.table, results)
     if "e2e" in sections:
         _section("e2e", e2e.run, e2e.table, results)
     results["peak_rss_mib"] = peak_memory(results)
@@ -155,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(results))
     print(f"\nresults: {LATEST.relative_to(Path.cwd()) if LATEST.is_relative_to(Path.cwd()) else LATEST}"
           + (f", chart: {CHART.name}" if CHART.exists() else ""))
-    failed = [name for name in sections if "error" in results.get(name, {})]
+    keys = {"key-space": "processors_key_space"}
+    failed = [name for name in sections if "error" in results.get(keys.get(name, name), {})]
     return 1 if failed else 0
 
 

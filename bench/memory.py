@@ -30,3 +30,24 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU time of ``pid`` so far by kind of thread: the Python main thread (its thread id is the
+    process id), librdkafka's threads (named ``rdk:…``), and every other thread."""
+    clock = os.sysconf("SC_CLK_TCK")
+    spent = {"python_main": 0.0, "librdkafka": 0.0, "other": 0.0}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return spent
+    for task in tasks:
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        seconds = (int(fields[11]) + int(fields[12])) / clock
+        kind = "python_main" if task.name == str(pid) else "librdkafka" if name.startswith("rdk:") else "other"
+        spent[kind] += seconds
+    return spent

@@ -42,9 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness, workload
-from bench.memory import cpu_seconds, peak_rss_mib
+from bench.memory import cpu_seconds, peak_rss_mib, thread_cpu_seconds
 
 PAYMENTS = 2000
+KEY_SPACE_PAYMENTS = 100_000  # a worker's realistic key space, far past the decoded-record cache (10,000)
+KEY_SPACE_STEPS = 2
 BATCH_MAX = 500  # processors.app.BATCH_MAX: the baseline batches like the worker
 GOAL = 0.3
 SAMPLE_PAYMENTS = 40  # payments whose expected events are recomputed by the pure join before the run
@@ -241,6 +243,7 @@ def _measure(run: harness.Run, process: Any, name: str, topic: str, expected: in
     worker's profiler at the first output and at the end."""
     started = time.monotonic()
     cpu_first: tuple[float, int] | None = None
+    threads_first: dict[str, float] = {}
     last_change = [time.monotonic(), 0.0]
     stalled = settled = False
     with harness.Tail(run.settings, topic, identify) as tail:
@@ -249,6 +252,7 @@ def _measure(run: harness.Run, process: Any, name: str, topic: str, expected: in
             distinct = tail.poll()
             if cpu_first is None and distinct > 0:
                 cpu_first = (cpu_seconds(process.pid), tail.records)
+                threads_first.update(thread_cpu_seconds(process.pid))
                 if profiled:
                     os.kill(process.pid, PROFILE_START)
             if tail.records != last_change[1]:
@@ -262,6 +266,7 @@ def _measure(run: harness.Run, process: Any, name: str, topic: str, expected: in
         finished = harness.wait_until(progress, TIMEOUT_S, every_s=0.2, alive=process)
         done = len(tail.first)
         cpu_end = cpu_seconds(process.pid)
+        threads_end = thread_cpu_seconds(process.pid)
         if profiled:
             os.kill(process.pid, PROFILE_STOP)
         outcome: dict[str, Any] = {"wall_s_incl_startup": round(time.monotonic() - started, 2),
@@ -276,7 +281,12 @@ def _measure(run: harness.Run, process: Any, name: str, topic: str, expected: in
                 else f"no new output for {STALL_S:.0f}s" if stalled
                 else f"timeout {TIMEOUT_S:.0f}s" if process.poll() is None else "process exited")
         if cpu_first is not None and tail.records > cpu_first[1]:
-            outcome["cpu_us_per_record"] = round((cpu_end - cpu_first[0]) / (tail.records - cpu_first[1]) * 1e6, 1)
+            records = tail.records - cpu_first[1]
+            outcome["cpu_us_per_record"] = round((cpu_end - cpu_first[0]) / records * 1e6, 1)
+            # Where the CPU goes: the Python main thread (the engine's loop and our code) vs librdkafka's threads.
+            outcome["cpu_us_per_record_by_thread"] = {
+                kind: round((threads_end[kind] - threads_first.get(kind, 0.0)) / records * 1e6, 1)
+                for kind in threads_end}
         stamps = [record.timestamp for record in [*tail.first.values(), *tail.repeated]]
         span_s = max((max(stamps) - min(stamps)) / 1000, 1e-3)
         # Over every output record: a worker that re-emits (see the check) still did that work.
@@ -285,8 +295,8 @@ def _measure(run: harness.Run, process: Any, name: str, topic: str, expected: in
     return outcome, tail
 
 
-def _check_events(tail: harness.Tail, plan: dict[str, int]) -> dict[str, Any]:
-    """Per payment: sequences 1..n all present, the last one 'refunded' (what the pure join says); and
+def _check_events(tail: harness.Tail, plan: dict[str, int], final: str) -> dict[str, Any]:
+    """Per payment: sequences 1..n all present, the last one ``final`` (what the pure join says); and
     events repeated under the same (payment, sequence) — at-least-once re-sends, which should be rare."""
     import orjson
 
@@ -294,12 +304,12 @@ def _check_events(tail: harness.Tail, plan: dict[str, int]) -> dict[str, Any]:
     for key, sequence in tail.first:
         sequences.setdefault(key, set()).add(sequence)
     wrong = [key for key, steps in plan.items() if sequences.get(key) != set(range(1, steps + 1))]
-    not_refunded = [key for key, steps in plan.items()
-                    if (key, steps) not in tail.first
-                    or orjson.loads(tail.first[(key, steps)].value)["data"]["status"] != "refunded"]
+    not_final = [key for key, steps in plan.items()
+                 if (key, steps) not in tail.first
+                 or orjson.loads(tail.first[(key, steps)].value)["data"]["status"] != final]
     check: dict[str, Any] = {"payments": len(plan), "payments_with_wrong_sequences": len(wrong),
-                             "payments_not_refunded": len(not_refunded), "repeated_events": tail.repeats,
-                             "ok": not wrong and not not_refunded}
+                             f"payments_not_{final}": len(not_final), "repeated_events": tail.repeats,
+                             "ok": not wrong and not not_final}
     if tail.repeated:  # what a repeat looks like: a re-send (same id) or a different event (state lost)?
         again = tail.repeated[0]
         first = tail.first[_status_identity(again)]
@@ -341,34 +351,51 @@ def _floor_run(bench: harness.Run, expected: int) -> dict[str, Any]:
     return outcome
 
 
-def _processor_run(bench: harness.Run, guarantee: str, expected: int, steps: dict[str, int]) -> dict[str, Any]:
+def _processor_run(bench: harness.Run, guarantee: str, expected: int, steps: dict[str, int],
+                   final: str) -> dict[str, Any]:
     label = guarantee.replace("-", "")
     conf = bench.processor_settings(app_id=f"{bench.tag}-{label}", processing_guarantee=guarantee)
     worker = harness.start_processor(bench, conf, f"processor-{label}")
     outcome, tail = _measure(bench, worker, f"processor-{label}", bench.settings.topics.status, expected,
                              _status_identity)
     outcome["exit_code"] = harness.stop(worker)
-    outcome["check"] = _check_events(tail, steps)
+    outcome["check"] = _check_events(tail, steps, final)
     outcome["guarantee"] = guarantee
     return outcome
 
 
 def run(payments: int = PAYMENTS, *, profile_if_short: bool = True) -> dict[str, Any]:
+    """The standard workload: ``payments`` Stripe and Adyen payments of ten deliveries each, ending refunded;
+    the bare loop, both guarantees and the engine floor, and a profile when the goal is not met."""
+    return _run(lambda partitions: workload.mixed_payments(payments, partitions), payments, "refunded",
+                full=True, profile_if_short=profile_if_short)
+
+
+def run_key_space(payments: int = KEY_SPACE_PAYMENTS) -> dict[str, Any]:
+    """A realistic key space: ``payments`` distinct Stripe payments of two deliveries each (created, then
+    requires_action: both awaiting news, so each arms its stale poll); the bare loop and exactly-once. Past the
+    decoded-record cache's capacity, most inputs read their payment's record from the store."""
+    return _run(lambda partitions: [workload.stripe_payment(partitions, KEY_SPACE_STEPS) for _ in range(payments)],
+                payments, "requires_action", full=False, profile_if_short=False)
+
+
+def _run(make_plan: Any, payments: int, final: str, *, full: bool, profile_if_short: bool) -> dict[str, Any]:
     bench = harness.prepare("processors")
     settings, topics = bench.settings, bench.settings.topics
     results: dict[str, Any] = {"payments": payments, "partitions": topics.partitions, "goal": GOAL,
-                               "commit_interval_s": bench.processor_settings().commit_interval_s}
+                               "commit_interval_s": bench.processor_settings().commit_interval_s,
+                               "final_status": final}
     try:
         made = time.monotonic()
-        plan = workload.mixed_payments(payments, topics.partitions)
+        plan = make_plan(topics.partitions)
         deliveries = list(workload.interleave(plan))
         inbox = workload.envelopes(deliveries, settings)
-        # The workload's promise (one event per delivery, ending refunded), checked by the pure join.
+        # The workload's promise (one event per delivery, ending in `final`), checked by the pure join.
         sample_keys = {p[0].payment_key for p in plan[:SAMPLE_PAYMENTS]}
         sample = workload.expected_events([e for e, d in zip(inbox, deliveries, strict=True)
                                            if d.payment_key in sample_keys], settings)
         steps = {p[0].payment_key: len(p) for p in plan}
-        if any(sample[key] != (steps[key], "refunded") for key in sample_keys):
+        if any(sample[key] != (steps[key], final) for key in sample_keys):
             raise RuntimeError(f"workload does not yield one event per delivery: {sample}")
         expected = len(inbox)
         results["inputs"] = expected
@@ -390,18 +417,20 @@ def run(payments: int = PAYMENTS, *, profile_if_short: bool = True) -> dict[str,
 
         # 2. the worker: exactly-once (the default, the headline figure), then at-least-once beside it
         base = results["baseline"]
-        for guarantee, run_on in (("exactly-once", bench), ("at-least-once", _own_outputs(bench, "alo"))):
-            outcome = _processor_run(run_on, guarantee, expected, steps)
+        guarantees = [("exactly-once", bench)] + ([("at-least-once", _own_outputs(bench, "alo"))] if full else [])
+        for guarantee, run_on in guarantees:
+            outcome = _processor_run(run_on, guarantee, expected, steps, final)
             outcome["ratio"] = round(outcome["per_s"] / base["per_s"], 3)
             if "cpu_us_per_record" in outcome and "cpu_us_per_record" in base:
                 outcome["cpu_ratio"] = round(base["cpu_us_per_record"] / outcome["cpu_us_per_record"], 3)
             results["processor" if guarantee == "exactly-once" else "processor_at_least_once"] = outcome
         # 3. the engine's own floor on this topology, for where the time goes
-        floor = _floor_run(_own_outputs(bench, "floor"), expected)
-        floor["ratio"] = round(floor["per_s"] / base["per_s"], 3)
-        if "cpu_us_per_record" in floor and "cpu_us_per_record" in base:
-            floor["cpu_ratio"] = round(base["cpu_us_per_record"] / floor["cpu_us_per_record"], 3)
-        results["engine_floor"] = floor
+        if full:
+            floor = _floor_run(_own_outputs(bench, "floor"), expected)
+            floor["ratio"] = round(floor["per_s"] / base["per_s"], 3)
+            if "cpu_us_per_record" in floor and "cpu_us_per_record" in base:
+                floor["cpu_ratio"] = round(base["cpu_us_per_record"] / floor["cpu_us_per_record"], 3)
+            results["engine_floor"] = floor
         results["ratio"] = results["processor"]["ratio"]
         if "cpu_ratio" in results["processor"]:
             results["cpu_ratio"] = results["processor"]["cpu_ratio"]
@@ -438,9 +467,9 @@ def _profile(bench: harness.Run, expected: int) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     base = results["baseline"]
     nan = float("nan")
-    lines = [f"processor: {results['inputs']} signed Stripe/Adyen deliveries ({results['payments']} payments) "
-             f"pre-filled on a {results['partitions']}-partition inbox; rate = inputs / output time span; "
-             f"commit interval {results['commit_interval_s']} s",
+    lines = [f"processor: {results['inputs']:,} signed deliveries ({results['payments']:,} payments, ending "
+             f"{results.get('final_status', 'refunded')}) pre-filled on a {results['partitions']}-partition inbox; "
+             f"rate = inputs / output time span; commit interval {results['commit_interval_s']} s",
              f"{'target':<40}{'rec/s':>8}{'ratio':>7}{'cpu us/rec':>11}{'cpu ratio':>10}{'peak MiB':>9}",
              "-" * 85,
              f"{'bare aiokafka consume→produce':<40}{base['per_s']:>8.0f}{1.0:>7.2f}"
@@ -460,10 +489,16 @@ def table(results: dict[str, Any]) -> str:
                          f"({proc['stopped_because']}); rate is over what arrived")
     if "engine_floor" in results:
         floor = results["engine_floor"]
-        label = "engine floor (stages move bytes only)"
+        label = "engine floor (the stage moves bytes only)"
         lines.append(f"{label:<40}{floor['per_s']:>8.0f}{floor['ratio']:>7.2f}"
                      f"{floor.get('cpu_us_per_record', nan):>11.0f}{floor.get('cpu_ratio', nan):>10.2f}"
                      f"{floor['peak_rss_mib'] or 0:>9.0f}")
+    for key, label in (("processor", "Quix worker, exactly-once"), ("engine_floor", "engine floor"),
+                       ("baseline", "bare aiokafka loop")):
+        threads = results.get(key, {}).get("cpu_us_per_record_by_thread")
+        if threads:
+            lines.append(f"  cpu us/record by thread, {label}: "
+                         + ", ".join(f"{kind} {micros:.0f}" for kind, micros in threads.items()))
     lines.append(f"goal ratio >= {results['goal']} (exactly-once): "
                  f"{'met' if results['ratio'] >= results['goal'] else 'NOT met'}")
     if "profile" in results:
