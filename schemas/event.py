@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 EVENT_ID_NAMESPACE = uuid.UUID("46868c99-0817-5c60-93b6-ae77039ed844")
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 EVENT_CONTENT_TYPE = "application/cloudevents+json"  # Kafka header / HTTP Content-Type of a whole event
-# Header of a payments.state.v1 record (whose value is the payment's latest event): when paystream first
-# heard of the payment (RFC 3339, UTC).
-FIRST_SEEN_HEADER = "paystream-first-seen-at"
 DATA_CONTENT_TYPE = "application/json"
 SPEC_VERSION = "1.0"
 EVENT_DATASCHEMA = "https://paystream.dev/schemas/payment-status-event.v1.json"

@@ -44,11 +44,6 @@ class RiskSignal:
     reason: str | None = None  # the provider's word (``fraudulent``, ``rule``, ``approved``, ...)
 
 
-def succeeded(entries: Mapping[str, int]) -> dict[str, Movement]:
-    """``{id: amount}`` of succeeded captures or refunds as movements (a parser's common case)."""
-    return {entry_id: Movement(amount) for entry_id, amount in entries.items()}
-
-
 @dataclass(frozen=True, slots=True)
 class Observation:
     provider: str

@@ -17,6 +17,7 @@ import asyncio
 import sys
 import time
 import tomllib
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -188,3 +189,14 @@ def _stopped(worker: Worker) -> None:
 async def _stop_fetcher(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     stop.set()
     await asyncio.wait_for(task, 60)
+
+
+async def tell_stories(pipeline: Pipeline, stories: dict[str, Any]) -> dict[str, Any]:
+    """Run every story (``story(pipeline, run id) -> {payment key: expected events}``) at once, then settle the
+    pipeline (a late or extra event of any story shows then): each story's expectations, or how it failed."""
+    run = uuid.uuid4().hex[:8].upper()
+    names = list(stories)
+    results = await asyncio.gather(*(stories[name](pipeline, f"{run}{n}") for n, name in enumerate(names)),
+                                   return_exceptions=True)
+    await pipeline.settle()
+    return dict(zip(names, results, strict=True))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_pipeline import ACCOUNT, ADYEN_HEX_KEY, Pipeline, running_pipeline
+from e2e_pipeline import ACCOUNT, ADYEN_HEX_KEY, Pipeline, running_pipeline, tell_stories
 from jsonschema import Draft202012Validator, FormatChecker
 from processor_harness import read_all
 
@@ -181,12 +181,7 @@ async def pipeline(
 @pytest.fixture(scope="module")
 async def told(pipeline: Pipeline) -> dict[str, dict[str, list[Expected]] | BaseException]:
     """Every story, run at once: what each expects (or how it failed)."""
-    run = uuid.uuid4().hex[:8].upper()
-    names = list(STORIES)
-    results = await asyncio.gather(*(STORIES[name](pipeline, f"{run}{n}") for n, name in enumerate(names)),
-                                   return_exceptions=True)
-    await pipeline.settle()  # a late or extra event of any story shows now
-    return dict(zip(names, results, strict=True))
+    return await tell_stories(pipeline, STORIES)
 
 
 @pytest.mark.parametrize("name", list(STORIES))

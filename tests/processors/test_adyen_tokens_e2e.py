@@ -9,10 +9,8 @@ json/TokenizationNotification-v1.json) with this run's token ids and times.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from e2e_pipeline import ACCOUNT, ADYEN_HEX_KEY, Pipeline, running_pipeline
+from e2e_pipeline import ACCOUNT, ADYEN_HEX_KEY, Pipeline, running_pipeline, tell_stories
 from jsonschema import Draft202012Validator, FormatChecker
 from processor_harness import read_all
 
@@ -123,12 +121,8 @@ async def pipeline(
 
 @pytest.fixture(scope="module")
 async def told(pipeline: Pipeline) -> dict[str, dict[str, list[Expected]] | BaseException]:
-    run = uuid.uuid4().hex[:8].upper()
-    names = list(STORIES)
-    results = await asyncio.gather(*(STORIES[name](pipeline, f"{run}{n}") for n, name in enumerate(names)),
-                                   return_exceptions=True)
-    await pipeline.settle()  # a late or extra event of any story shows now
-    return dict(zip(names, results, strict=True))
+    """Every story, run at once: what each expects (or how it failed)."""
+    return await tell_stories(pipeline, STORIES)
 
 
 @pytest.mark.parametrize("name", list(STORIES))

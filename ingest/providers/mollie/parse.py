@@ -268,15 +268,22 @@ def _payment(
     return observations
 
 
+def _owner(resource: Mapping[str, Any], resource_id: str, payment_id: str | None, what: str) -> str:
+    """The payment a refund or chargeback is filed under: the one it was embedded in (which its own
+    ``paymentId`` must name, when it has one), else its ``paymentId``."""
+    named = _text(resource, "paymentId")
+    if payment_id is None:
+        return field_of(resource, "paymentId", str, what)
+    if named is not None and named != payment_id:
+        raise NormalizationError(f"{what} {resource_id} belongs to {named}, not {payment_id}", reason="malformed_body")
+    return payment_id
+
+
 def _refund(refund: Mapping[str, Any], payment_id: str | None, stamp: Stamp) -> Observation:
     """One refund under its payment: no status word (a refund does not say the payment's status)."""
     what = "mollie refund"
     refund_id = field_of(refund, "id", str, what)
-    named = _text(refund, "paymentId")
-    if payment_id is None:
-        payment_id = field_of(refund, "paymentId", str, what)
-    elif named is not None and named != payment_id:
-        raise NormalizationError(f"{what} {refund_id} belongs to {named}, not {payment_id}", reason="malformed_body")
+    payment_id = _owner(refund, refund_id, payment_id, what)
     word = field_of(refund, "status", str, what)
     amount = _money(refund, "amount", what)
     return Observation(
@@ -292,12 +299,7 @@ def _chargeback(chargeback: Mapping[str, Any], payment_id: str | None, stamp: St
     """One chargeback under its payment: money taken back (charged_back) until Mollie reverses it (won)."""
     what = "mollie chargeback"
     chargeback_id = field_of(chargeback, "id", str, what)
-    named = _text(chargeback, "paymentId")
-    if payment_id is None:
-        payment_id = field_of(chargeback, "paymentId", str, what)
-    elif named is not None and named != payment_id:
-        raise NormalizationError(f"{what} {chargeback_id} belongs to {named}, not {payment_id}",
-                                 reason="malformed_body")
+    payment_id = _owner(chargeback, chargeback_id, payment_id, what)
     amount = _money(chargeback, "amount", what)
     reason = chargeback.get("reason")
     code = _text(reason, "code") if isinstance(reason, dict) else None

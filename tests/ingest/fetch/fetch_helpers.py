@@ -13,6 +13,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.fetch.lane import Decision
+from ingest.fetch.options import FetchOptions
+from ingest.fetch.service import run_fetcher
 from paystream.config import Settings
 from paystream.kafka import make_consumer
 from schemas.envelopes import FetchReason, FetchRequest, FetchResult, to_rfc3339
@@ -116,3 +118,23 @@ class ResultReader:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         await self.consumer.stop()
+
+
+class FetcherUnderTest:
+    """``run_fetcher`` as a task, started and stopped by the test."""
+
+    def __init__(self, settings: Settings, opts: FetchOptions) -> None:
+        self.settings = settings
+        self.options = opts
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run_fetcher(self.settings, self.stop, self.options))
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 30)
+            self.task = None

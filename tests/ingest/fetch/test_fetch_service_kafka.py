@@ -11,11 +11,10 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import TopicPartition
-from fetch_helpers import ResultReader, eventually, fetch_request, read_records
+from fetch_helpers import FetcherUnderTest, ResultReader, eventually, fetch_request, read_records
 from provider_double.server import Answer, ProviderDouble
 
 from ingest.fetch.options import FetchOptions
-from ingest.fetch.service import run_fetcher
 from paystream.config import Settings
 from paystream.dlq import ERROR_CLASS, ERROR_REASON, FIRST_FAILURE_AT, SOURCE_TOPIC
 from paystream.kafka import make_consumer, make_producer
@@ -34,24 +33,6 @@ def options(**overrides: object) -> FetchOptions:
         "shutdown_grace_s": 5.0,
     }
     return FetchOptions(**{**base, **overrides})  # type: ignore[arg-type]
-
-
-class FetcherUnderTest:
-    def __init__(self, settings: Settings, opts: FetchOptions) -> None:
-        self.settings = settings
-        self.options = opts
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(run_fetcher(self.settings, self.stop, self.options))
-
-    async def shutdown(self) -> None:
-        self.stop.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, 30)
-            self.task = None
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ event once, and each chunk of types keeps its own cursor on the cursor topic and
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -12,11 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
-from fetch_helpers import ResultReader, eventually, read_records
+from fetch_helpers import FetcherUnderTest, ResultReader, eventually, read_records
 from provider_double.server import ProviderDouble
 
 from ingest.fetch.options import FetchOptions
-from ingest.fetch.service import run_fetcher
 from ingest.fetch.sweep import mapped_event_types, type_chunks
 from paystream.config import Settings
 from schemas.envelopes import FetchResult
@@ -29,26 +27,13 @@ MAPPED = ["charge.refunded", "checkout.session.completed", "payment_intent.succe
 IGNORED = ["customer.created", "invoice.paid", "setup_intent.created"]
 
 
-class Sweeper:
+class Sweeper(FetcherUnderTest):
     """``run_fetcher`` with only the ``events`` sweep, started and stopped by the test."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.options = FetchOptions(group_id=f"sweep-test-{uuid.uuid4().hex[:8]}", stripe_sweeps=("events",),
-                                    sweep_page_limit=2, sweep_interval_s=0.2, commit_interval_s=0.2,
-                                    shutdown_grace_s=5.0)
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(run_fetcher(self.settings, self.stop, self.options))
-
-    async def shutdown(self) -> None:
-        self.stop.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, 30)
-            self.task = None
+        super().__init__(settings, FetchOptions(
+            group_id=f"sweep-test-{uuid.uuid4().hex[:8]}", stripe_sweeps=("events",), sweep_page_limit=2,
+            sweep_interval_s=0.2, commit_interval_s=0.2, shutdown_grace_s=5.0))
 
 
 @pytest.fixture
