@@ -95,11 +95,14 @@ class Normalizer:
     def _fetches(self, envelope: InboxEnvelope, reason: FetchReason, now: datetime) -> list[PaymentInput]:
         targets = providers.thin_targets(envelope.provider, envelope.body)
         stamp = to_rfc3339(now)
+        # requested_at is when the announcement reached us, not when it was processed: a fetch sent after the
+        # delivery was received reads state at least as new as what it announced, so a later copy of the
+        # same delivery (a provider retry, a redelivery after a rebalance) is coalesced by the fetcher.
         requests = [
             FetchRequest(
                 payment_key=payment_key(envelope.provider, envelope.account, target.object_type, target.object_id),
                 provider=envelope.provider, account=envelope.account, object_type=target.object_type,
-                object_id=target.object_id, reason=reason, not_before=stamp, requested_at=stamp,
+                object_id=target.object_id, reason=reason, not_before=stamp, requested_at=envelope.received_at,
                 request_id=f"{envelope.delivery_id}:fetch" + (f":{index}" if index else ""),
                 evidence_id=envelope.delivery_id,
             )

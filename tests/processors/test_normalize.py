@@ -84,6 +84,15 @@ def test_hints_are_never_dropped_at_intake_and_carry_no_dedupe_id() -> None:
     assert {(item.request.reason, item.dedupe_id) for r in results for item in fetches(r)} == {("hint", None)}
 
 
+def test_a_hint_is_requested_when_it_was_received_not_when_it_was_processed() -> None:
+    # The fetcher coalesces a hint with a fetch sent after requested_at; stamping processing time instead
+    # made every later copy of one delivery look newer than the fetch it had already caused.
+    (item,) = normalizer().inbox(inbox("mollie", "hint", b"id=tr_1"), NOW)
+    assert isinstance(item, FetchInput)
+    received, processed = "2024-05-01T11:00:00.000Z", "2024-05-01T12:00:00.000Z"
+    assert (item.request.requested_at, item.request.not_before) == (received, processed)
+
+
 def sync_body(**overrides: Any) -> bytes:
     body = {"provider": "stripe", "account": "acct", "object_type": "payment_intent", "object_id": "pi_1",
             "order_ref": "o-1", "state": {"provider_status": "succeeded", "amount": 900, "currency": "usd"},
