@@ -120,6 +120,8 @@ class FetchRequest:
     object_id: str
     reason: FetchReason
     not_before: str
+    # When the cause reached us: a push's receipt time (so a fetch sent after it covers a later copy of the
+    # same push), the processing time for polls the processor arms itself.
     requested_at: str
     request_id: str  # deterministic where the cause is (e.g. f"{evidence_id}:fetch"), so re-sends dedupe
     attempt: int = 1
