@@ -480,11 +480,12 @@ async def test_no_secret_reaches_logs_metrics_topics_the_archive_or_http_answers
         assert archiver.stop() == 0, archiver.tail()
         again = start("archiver-after-outage", ["archive"], free_port())
         await wait_until(lambda: _logged(again, "archive_s3_unreachable"), "the archiver waiting for S3", processes)
+        waited = again  # the one that saw the outage, even if the harness's race below makes it start again
         await s3.start()
         # moto forgets its buckets when stopped and the harness creates the bucket right after the server is up:
         # an archiver that looked in between found no bucket and refused to start (exit 2, a configuration
         # error, rightly). That is the harness's race, not an outage: start it once more.
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: _started_or_exited(again), "the archiver after the outage to start or exit", processes)
         if again.popen.poll() == 2 and "does not exist" in again.tail():
             again.stop()  # its output is still scanned with every other process's
             again = start("archiver-after-outage-2", ["archive"], free_port())
@@ -537,7 +538,7 @@ async def test_no_secret_reaches_logs_metrics_topics_the_archive_or_http_answers
     assert {200, 202, 400, 401, 404, 405, 413, 503} <= statuses, statuses
     reasons = {line.get("reason") for line in _entries(ingest, "delivery_rejected")}
     assert {"bad_signature", "stale_timestamp", "bad_token", "missing_token"} <= reasons, reasons
-    assert _entries(archiver, "archive_upload_failed") and _entries(again, "archive_s3_unreachable")
+    assert _entries(archiver, "archive_upload_failed") and _entries(waited, "archive_s3_unreachable")
     assert {line["status"] for line in _entries(fetcher, "fetch_client_error")} >= {401}
     dead = topics[settings.topics.dlq]
     assert {settings.topics.inbox, settings.topics.status, settings.topics.state, settings.topics.fetch_results,
@@ -565,6 +566,10 @@ def _entries(process: Process, event: str) -> list[dict[str, Any]]:
 
 async def _logged(process: Process, event: str) -> bool:
     return bool(process.logged(event))
+
+
+async def _started_or_exited(process: Process) -> bool:
+    return bool(process.logged("archiver_started")) or process.popen.poll() is not None
 
 
 def _context(collected: Collected, finding: Finding) -> bytes:
