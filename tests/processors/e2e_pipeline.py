@@ -18,7 +18,7 @@ import sys
 import time
 import tomllib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from http_harness import (  # noqa: E402
     RunningIngest,
     make_test_pki,
 )
+from jsonschema import Draft202012Validator, FormatChecker  # noqa: E402
 from processor_harness import (  # noqa: E402
     Worker,
     drop_topics,
@@ -59,6 +60,7 @@ from provider_double.server import ProviderDouble  # noqa: E402
 from ingest.fetch.service import run_fetcher  # noqa: E402
 from paystream.config import AccountConfig, ProviderName, Settings  # noqa: E402
 from processors.settings import ProcessorSettings  # noqa: E402
+from schemas.event import load_schema  # noqa: E402
 
 # The demo's Standard Webhooks sender and ours speak the same event types.
 STANDARD_STATUS_MAP: dict[str, str] = tomllib.loads(demo_material.CONFIG.read_text())[
@@ -200,3 +202,25 @@ async def tell_stories(pipeline: Pipeline, stories: dict[str, Any]) -> dict[str,
                                    return_exceptions=True)
     await pipeline.settle()
     return dict(zip(names, results, strict=True))
+
+
+EVENT_SCHEMA = Draft202012Validator(load_schema("payment-status-event"), format_checker=FormatChecker())
+"""The published event schema with its formats checked: every event an end-to-end test looks at passes it."""
+
+
+def told_events(pipeline: Pipeline, told: dict[str, Any], name: str,
+                seen: Callable[[dict[str, Any]], Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The status events of each payment of one told story (:func:`tell_stories`), once checked against what the
+    story expected: ``seen`` of each event in order, sequences numbered from 1, every event valid by the schema."""
+    expected = told[name]
+    if isinstance(expected, BaseException):
+        raise expected
+    checked = []
+    for key, wanted in expected.items():
+        events = pipeline.events_for(key)
+        assert [seen(event) for event in events] == wanted, (key, [event["data"] for event in events])
+        assert [event["data"]["sequence"] for event in events] == list(range(1, len(wanted) + 1))
+        for event in events:
+            EVENT_SCHEMA.validate(event)
+        checked.append((key, events))
+    return checked

@@ -20,18 +20,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from e2e_pipeline import ACCOUNT, Pipeline, running_pipeline
+from e2e_pipeline import ACCOUNT, EVENT_SCHEMA, Pipeline, running_pipeline
 from e2e_pipeline import demo_traffic as demo
-from jsonschema import Draft202012Validator, FormatChecker
 from processor_harness import envelope, read_all, send_inbox
 
 from paystream.config import Settings
 from schemas.envelopes import FetchRequest, FetchResult
-from schemas.event import load_schema
 
 pytestmark = pytest.mark.kafka
 
-EVENT_SCHEMA = Draft202012Validator(load_schema("payment-status-event"), format_checker=FormatChecker())
 
 
 @pytest.fixture(scope="module")

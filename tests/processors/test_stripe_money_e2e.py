@@ -30,21 +30,18 @@ from typing import Any
 import orjson
 import pytest
 import stripe as stripe_sdk
-from e2e_pipeline import Pipeline, running_pipeline
+from e2e_pipeline import EVENT_SCHEMA, Pipeline, running_pipeline
 from e2e_pipeline import demo_traffic as demo
-from jsonschema import Draft202012Validator, FormatChecker
 from processor_harness import read_all
 
 from ingest.providers import parsing as providers
 from ingest.providers.catalog import load_catalog
 from ingest.providers.signers import sign_stripe
 from paystream.config import Settings
-from schemas.event import load_schema
 from schemas.status import Source
 
 pytestmark = pytest.mark.kafka
 
-EVENT_SCHEMA = Draft202012Validator(load_schema("payment-status-event"), format_checker=FormatChecker())
 CATALOGS = Path(__file__).resolve().parents[1] / "fixtures" / "catalogs"
 # (status, amount, captured_amount, refunded_amount, disputed_amount, reason_code) of one status event.
 Seen = tuple[str, int | None, int, int, int, str | None]
