@@ -30,7 +30,6 @@ from schemas.envelopes import FetchRequest, FetchResult
 pytestmark = pytest.mark.kafka
 
 
-
 @pytest.fixture(scope="module")
 async def pipeline(base_settings: Settings, kafka_bootstrap: str,
                    tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pipeline]:
